@@ -1,0 +1,152 @@
+"""`run_audit`: read the splits, run every check, collect one report.
+
+The order is the order a human would fix things in: parsing, then schema (which decides which
+rows are usable), then the content checks on usable rows (quality, duplicates, labels), PII on
+every row (an unusable row still leaks if it is shipped), and the tokenised view last because it
+is the slowest and needs a tokenizer. Any fatal condition that leaves nothing to check returns
+early with what is known so far.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import dupes, labels as labels_mod, parse, pii, quality, schema, tokens
+from .report import FATAL, AuditReport, Finding
+
+
+def load_tokenizer(name_or_path: str):
+    """A tokenizer from a local HF folder, one of the project's embedded short model names, or the
+    local Hugging Face cache. The hub is asked only when the name looks like a hub id
+    ("org/name") and HF_HUB_OFFLINE is not set: a mistyped path must fail at once, not after
+    network time-outs."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    if not Path(name_or_path).exists():
+        try:
+            from tailorlm.models.defaults import DEFAULT_MODELS, prepare
+        except ImportError:
+            DEFAULT_MODELS, prepare = {}, None
+        if name_or_path in DEFAULT_MODELS:
+            name_or_path = str(prepare(name_or_path))
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
+    except (OSError, ValueError):
+        hub_id = name_or_path.count("/") == 1 and not Path(name_or_path).exists()
+        if not hub_id or os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+            raise
+        return AutoTokenizer.from_pretrained(name_or_path)
+
+
+def run_audit(train, val=None, test=None, *, fmt: str = "auto", fields: dict | None = None,
+              labels: list | None = None, tokenizer=None, max_length: int | None = None,
+              near_dup_threshold: float = 0.8, on_error: str = "skip", shingle: str = "word",
+              shingle_size: int = 2, pipeline_options: dict | None = None) -> AuditReport:
+    """Audit a training file and optional val/test files.
+
+    fmt: auto or one of text/instruction/chat/classification. fields maps format roles to column
+    names (e.g. {"text": "tweet", "label": "sentiment"}); labels is the allowed label set for
+    classification; tokenizer is a tokenizer object or a path/short model name and enables the
+    tokenised view (with max_length, the truncation check); near_dup_threshold is the Jaccard
+    similarity for near duplicates over `shingle` ("word" n-grams up to shingle_size, or "char"
+    k-grams); on_error="stop" makes malformed lines fatal, as they stop training (all of them are
+    still listed). pipeline_options are the training config's other data settings
+    (prompt_template, system, chat_template, too_long), so the tokenised view renders as it will.
+
+    Every example text in the report is PII-masked on the way out, whichever check quoted it:
+    a duplicate or mojibake example must not repeat the e-mail address the PII check masks.
+    """
+    report = _audit(train, val, test, fmt, fields, labels, tokenizer, max_length,
+                    near_dup_threshold, on_error, shingle, shingle_size, pipeline_options or {})
+    for f in report.findings:
+        for ex in f.examples:
+            for key, value in ex.items():
+                if key != "value" and isinstance(value, str):
+                    ex[key] = pii.mask_text(value)
+    return report
+
+
+def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_dup_threshold,
+           on_error, shingle, shingle_size, options) -> AuditReport:
+    if on_error not in ("skip", "stop"):
+        raise ValueError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
+    if not 0 < near_dup_threshold <= 1:
+        raise ValueError("near_dup_threshold must be in (0, 1]")
+    report = AuditReport()
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 3)
+        clock = now
+
+    splits = []
+    for name, path in (("train", train), ("val", val), ("test", test)):
+        if path is None:
+            continue
+        data, found = parse.read_split(name, path, on_error=on_error)
+        splits.append(data)
+        report.findings += found
+    report.stats["rows"] = parse.parse_stats(splits)
+    report.stats["seconds"] = seconds
+    lap("parse")
+    rows = [r for s in splits for r in s.rows]
+    train_rows = splits[0].rows
+    if not train_rows:
+        return report
+
+    layout = schema.make_layout(train_rows, fmt, fields, options)
+    if layout is None:
+        keys = sorted({k for r in train_rows[:50] for k in r if not k.startswith("_")})
+        report.findings.append(Finding(
+            FATAL, schema.CHECK, f"cannot tell the format from the columns {keys}: expected text, "
+            "prompt/response, instruction/output, messages, or text+label (use fields= / --field "
+            "to name the columns)", splits[0].path))
+        return report
+    report.stats["format"] = layout.fmt + (" (alpaca)" if layout.alpaca else "")
+    found, usable = schema.check_schema(rows, layout, labels)
+    report.findings += found
+    for s in splits:
+        report.stats["rows"][s.split]["usable"] = sum(r["_split"] == s.split for r in usable)
+    lap("schema")
+    if not any(r["_split"] == "train" for r in usable):
+        report.findings.append(Finding(FATAL, schema.CHECK, "no usable training rows: every row "
+                                       "fails the schema check", splits[0].path))
+
+    found, report.stats["quality"] = quality.check_quality(usable, layout)
+    report.findings += found
+    lap("quality")
+    found, st = dupes.check_duplicates(usable, layout, near_dup_threshold, shingle, shingle_size)
+    report.findings += found
+    report.stats.update(st)
+    lap("duplicates")
+    found, st = labels_mod.check_labels(usable, layout, labels)
+    report.findings += found
+    if st:
+        report.stats["labels"] = st
+        report.stats["majority_baseline"] = st.get("train", {}).get("majority_baseline")
+        if any(r.get("_salvaged") for r in usable):
+            # what training itself will see: the reader drops the undecodable lines
+            _, report.stats["labels_as_trained"] = labels_mod.check_labels(
+                [r for r in usable if not r.get("_salvaged")], layout, labels)
+    lap("labels")
+    found, report.stats["pii"] = pii.check_pii(rows)
+    report.findings += found
+    lap("pii")
+    if tokenizer is not None:
+        try:
+            tok = load_tokenizer(str(tokenizer)) if isinstance(tokenizer, (str, Path)) else tokenizer
+        except Exception as e:   # a wrong path must not hide the other findings
+            report.findings.append(Finding(FATAL, tokens.CHECK, f"cannot load tokenizer "
+                                           f"{tokenizer}: {type(e).__name__}: {e}"))
+            return report
+        trainable = [r for r in usable if not r.get("_salvaged")]
+        found, report.stats["tokens"] = tokens.check_tokens(trainable, layout, tok, max_length,
+                                                            labels=labels, options=options)
+        report.findings += found
+        lap("tokens")
+    return report

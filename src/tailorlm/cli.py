@@ -1,0 +1,140 @@
+"""The `tailorlm` command: subcommands in one dict, each a (add_arguments, run) pair."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _train_args(p):
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 method.r=8")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last good checkpoint")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _train(a) -> int:
+    from .config import load_config
+    from .train.loop import train
+
+    if a.resume:
+        from pathlib import Path
+        cfg = load_config(Path(a.resume) / "config.yaml", a.overrides + [f"output.dir={a.resume}"])
+    else:
+        cfg = load_config(a.config, a.overrides)
+    summary = train(cfg, resume=bool(a.resume), quiet=a.quiet)
+    print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "last_loss", "tokens_per_s", "base", "final")},
+                     indent=1))
+    return 0
+
+
+def _eval_args(p):
+    p.add_argument("target", help="a run directory (evaluates its final/) or a config (evaluates the base model)")
+    p.add_argument("overrides", nargs="*")
+
+
+def _eval(a) -> int:
+    from .cmd_eval import evaluate_target
+
+    print(json.dumps(evaluate_target(a.target, a.overrides), indent=1))
+    return 0
+
+
+def _generate_args(p):
+    p.add_argument("run", help="a run directory, or a model folder / embedded name")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+
+
+def _generate(a) -> int:
+    from .cmd_eval import generate
+
+    print(generate(a.run, a.prompt, a.max_new_tokens))
+    return 0
+
+
+def _models_args(p):
+    p.add_argument("action", choices=["list", "prepare"])
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+
+
+def _models(a) -> int:
+    from .models.defaults import DEFAULT_MODELS, cache_dir, prepare
+
+    if a.action == "list":
+        for n in DEFAULT_MODELS:
+            print(f"{n}\t{cache_dir() / 'models' / n}")
+        return 0
+    print(prepare(a.name))
+    return 0
+
+
+def _methods_args(p):
+    p.add_argument("--model", default=None, help="count trainable parameters for this model")
+
+
+def _methods(a) -> int:
+    from .methods import METHODS
+
+    for name, m in METHODS.items():
+        doc = (m.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:10s} {doc}")
+    return 0
+
+
+def _demo_args(p):
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", default="runs/demo")
+
+
+def _demo(a) -> int:
+    from .demo import main
+
+    return main(steps=a.steps, out=a.out)
+
+
+def _audit_args(p):
+    from .audit.command import add_arguments
+
+    add_arguments(p)
+
+
+def _audit(a) -> int:
+    from .audit.command import run
+
+    return run(a)
+
+
+COMMANDS = {
+    "train": (_train_args, _train, "fine-tune a model from a config"),
+    "eval": (_eval_args, _eval, "evaluate a run or a base model on the config's held-out data"),
+    "generate": (_generate_args, _generate, "generate text from a run (chat template applied)"),
+    "demo": (_demo_args, _demo, "fine-tune the embedded SmolLM2 on airline tweets; before/after table"),
+    "audit": (_audit_args, _audit, "check a data file before training"),
+    "models": (_models_args, _models, "list or prepare embedded default models"),
+    "methods": (_methods_args, _methods, "list the tuning methods"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tailorlm never downloads
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = argparse.ArgumentParser(prog="tailorlm", description="fine-tune pre-trained language models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add, _, help_) in COMMANDS.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+    args = parser.parse_args(argv)
+    from .config import ConfigError
+    from .data.read import DataError
+    from .models.load import ModelError
+
+    try:
+        return COMMANDS[args.command][1](args)
+    except (ConfigError, DataError, ModelError, FileExistsError, FileNotFoundError) as e:
+        print(f"tailorlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

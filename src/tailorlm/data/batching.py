@@ -1,0 +1,107 @@
+"""Examples -> batches, and the seeded order in which training sees them.
+
+Packing (default): a micro-batch's examples are laid into rows of at most `row_tokens` tokens
+(first-fit, longest first). Position ids restart at 0 for each example, and with no attention mask
+transformers builds a block-diagonal causal mask from them, so no token attends across an example
+boundary. Targets are shifted inside each example, so no example predicts its neighbour's first
+token. Only the columns that carry a target reach the LM head (`keep`), so the logits of prompt
+tokens, which would be thrown away, are never computed.
+
+Padding (packing off): one example per row, right-padded, with an attention mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .tokenize import IGNORE, Example
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor           # (rows, T)
+    position_ids: torch.Tensor        # (rows, T), restarting at 0 per example
+    targets: torch.Tensor             # (rows, T): the next token's label, IGNORE where none
+    attention_mask: torch.Tensor | None   # (rows, T) in padded mode; None when packed
+    keep: torch.Tensor                # (K,) columns with any target: logits are computed only there
+    n_targets: int
+    ids: list[int]                    # example ids, in order
+    spans: list[tuple[int, int, int]] # (row, start, length) of each example, aligned with ids
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.position_ids), move(self.targets),
+                     move(self.attention_mask), move(self.keep), self.n_targets, self.ids, self.spans)
+
+
+def _shifted(ex: Example) -> list[int]:
+    return ex.labels[1:] + [IGNORE]
+
+
+def _rows(examples: list[Example], row_tokens: int) -> list[list[Example]]:
+    rows: list[list[Example]] = []
+    room: list[int] = []
+    for ex in sorted(examples, key=lambda e: -len(e.input_ids)):
+        n = len(ex.input_ids)
+        for i, r in enumerate(room):
+            if n <= r:
+                rows[i].append(ex)
+                room[i] -= n
+                break
+        else:
+            rows.append([ex])
+            room.append(max(row_tokens, n) - n)
+    return rows
+
+
+def collate(examples: list[Example], pad_id: int, packing: bool = True, row_tokens: int = 512) -> Batch:
+    rows = _rows(examples, row_tokens) if packing else [[e] for e in examples]
+    width = max(sum(len(e.input_ids) for e in r) for r in rows)
+    R = len(rows)
+    input_ids = torch.full((R, width), pad_id, dtype=torch.long)
+    targets = torch.full((R, width), IGNORE, dtype=torch.long)
+    position_ids = torch.zeros((R, width), dtype=torch.long)
+    mask = torch.zeros((R, width), dtype=torch.long)
+    spans = []
+    for i, row in enumerate(rows):
+        c = 0
+        for ex in row:
+            n = len(ex.input_ids)
+            spans.append((i, c, n))
+            input_ids[i, c:c + n] = torch.tensor(ex.input_ids)
+            targets[i, c:c + n] = torch.tensor(_shifted(ex))
+            position_ids[i, c:c + n] = torch.arange(n)
+            mask[i, c:c + n] = 1
+            c += n
+        position_ids[i, c:] = torch.arange(width - c)  # padding is a sequence of its own
+    keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
+    return Batch(input_ids, position_ids, targets, None if packing else mask, keep,
+                 int((targets != IGNORE).sum()), [e.id for r in rows for e in r], spans)
+
+
+class Order:
+    """An endless, seeded stream of example indices: epoch e is permutation(seed + e). Micro-batch g
+    is stream positions [g*b, (g+1)*b), so any step's data is known from the step alone, which is
+    what makes resume exact. Under data parallelism each rank takes its slice of every micro-batch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True):
+        if n == 0:
+            raise ValueError("no training examples")
+        self.n, self.b, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self._perm: dict[int, list[int]] = {}
+
+    def _epoch(self, e: int) -> list[int]:
+        if e not in self._perm:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + e)
+            self._perm = {e: torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))}
+        return self._perm[e]
+
+    def micro_batch(self, g: int, rank: int = 0, world: int = 1) -> list[int]:
+        out = []
+        for p in range(g * self.b * world, (g + 1) * self.b * world):
+            out.append(self._epoch(p // self.n)[p % self.n])
+        return out[rank * self.b:(rank + 1) * self.b]
+
+    def epoch_of(self, g: int) -> float:
+        return g * self.b / self.n

@@ -1,0 +1,83 @@
+"""Task metrics: classification accuracy and macro-F1 by label likelihood.
+
+For each held-out row the prompt is rendered exactly as in training, and each candidate label word
+is scored by its summed log-probability after the prompt; the most likely label wins. When every
+label is a single token (the common case), one forward of the prompt scores all candidates at once.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.batching import collate
+from ..data.tokenize import IGNORE, Example, _bos_prefix
+from ..train.device import autocast
+
+
+def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
+    f1s = []
+    for lab in labels:
+        tp = sum(g == lab and p == lab for g, p in zip(gold, pred))
+        fp = sum(g != lab and p == lab for g, p in zip(gold, pred))
+        fn = sum(g == lab and p != lab for g, p in zip(gold, pred))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+@torch.no_grad()
+def _score(model, prompts: list[list[int]], cands: list[list[int]], *, pad_id, device, precision,
+           batch_size) -> torch.Tensor:
+    """(rows, candidates) summed log-probabilities of each candidate after each prompt."""
+    single = all(len(c) == 1 for c in cands)
+    scores = torch.empty(len(prompts), len(cands))
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        if single:
+            exs = [Example(p, [IGNORE] * len(p), "", 0, j) for j, p in enumerate(chunk)]
+        else:
+            exs = [Example(p + c, [IGNORE] * len(p) + c, "", 0, j * len(cands) + k)
+                   for j, p in enumerate(chunk) for k, c in enumerate(cands)]
+        batch = collate(exs, pad_id, packing=True, row_tokens=max(len(e.input_ids) for e in exs) * 4).to(device)
+        if single:  # the next-token distribution at each prompt's last position
+            last = torch.tensor([(r, s + n - 1) for r, s, n in batch.spans], device=device)
+            cols, inv = torch.unique(last[:, 1], return_inverse=True)
+            with autocast(device, precision):
+                logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                               logits_to_keep=cols).logits
+            lp = logits[last[:, 0], inv].float().log_softmax(-1)[:, [c[0] for c in cands]]  # (B, C)
+            for (eid, row) in zip(batch.ids, lp):
+                scores[i + eid] = row.cpu()
+            continue
+        with autocast(device, precision):
+            logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
+                           logits_to_keep=batch.keep).logits
+        tgt = batch.targets[:, batch.keep]
+        lp = logits.float().log_softmax(-1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        full = torch.zeros(batch.targets.shape, device=device)
+        full[:, batch.keep] = torch.where(tgt != IGNORE, lp, torch.zeros_like(lp))
+        for eid, (r, s, n) in zip(batch.ids, batch.spans):
+            scores[i + eid // len(cands), eid % len(cands)] = full[r, s:s + n].sum().cpu()
+    return scores
+
+
+@torch.no_grad()
+def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
+                   batch_size: int = 16) -> dict:
+    tok, labels = formatter.tok, formatter.labels
+    was_training = model.training
+    model.eval()
+    bos = _bos_prefix(tok)
+    texts, gold = [], []
+    for r in rows:
+        prompt, label = formatter.prompt_response(r)
+        texts.append(formatter.prompt_text(prompt))
+        gold.append(label)
+    prompts = [bos + ids for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    cands = [tok(lab, add_special_tokens=False)["input_ids"] for lab in labels]
+    scores = _score(model, prompts, cands, pad_id=tok.pad_token_id, device=device, precision=precision,
+                    batch_size=batch_size)
+    pred = [labels[i] for i in scores.argmax(1).tolist()]
+    model.train(was_training)
+    acc = sum(p == g for p, g in zip(pred, gold)) / max(len(gold), 1)
+    counts = {lab: gold.count(lab) for lab in labels}
+    return {"accuracy": acc, "macro_f1": macro_f1(gold, pred, labels), "n": len(gold),
+            "majority": max(counts.values()) / max(len(gold), 1), "predicted": {lab: pred.count(lab) for lab in labels}}

@@ -1,0 +1,47 @@
+"""The method registry: one file per method, one line here.
+
+Every method module exposes the same five names, so the loop, checkpointing and export never ask
+which method they run:
+
+    Config                    pydantic model with `name: Literal[...]` (the config's discriminator)
+    apply(model, cfg, ctx)    -> model, with the method's own parameters (and nothing else) trainable
+    save(model, tokenizer, out_dir, ctx)   final artefact: PEFT format for PEFT methods, an HF folder for full
+    load(base_model, run_dir) -> model  rebuild the tuned model from a saved artefact
+    merge(model)              -> plain transformers model, or raises NotMergeable
+
+A method owns which parameters are its own by setting requires_grad; `trainable(model)` below is
+therefore the same function for every method.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import full, lora
+
+
+class NotMergeable(RuntimeError):
+    """The method adds computation that cannot be folded into the base weights."""
+
+
+METHODS = {
+    "full": full,
+    "lora": lora,
+}
+METHOD_CONFIGS = {name: m.Config for name, m in METHODS.items()}
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters the method made trainable, by name (these are what a checkpoint holds)."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def count(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights counted once."""
+    seen, total, train = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        train += p.numel() if p.requires_grad else 0
+    return train, total

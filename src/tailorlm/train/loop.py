@@ -1,0 +1,180 @@
+"""The training loop: setup in helpers, the loop itself inline and top to bottom."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import Config, to_yaml
+from ..data.batching import Order, collate
+from ..eval.metrics import val_loss
+from ..eval.tasks import label_accuracy
+from ..methods import METHODS, count, trainable
+from . import checkpoint
+from .device import autocast, pick_device, resolve_precision
+from .log import MetricsLog
+from .loss import lm_loss_sum
+from .optim import build_optimizer, build_scheduler
+from .setup import build, seed_everything
+
+
+def evaluate(model, data, cfg: Config, device: str) -> dict:
+    """Validation loss/perplexity and, for classification, held-out accuracy. One place for both."""
+    e, tok = cfg.eval, data.formatter.tok
+    out = {f"val_{k}": v for k, v in val_loss(
+        model, data.val[: e.max_examples], pad_id=tok.pad_token_id, device=device, precision=cfg.train.precision,
+        batch_size=e.batch_size, packing=cfg.data.packing, row_tokens=cfg.data.max_length).items()}
+    if data.fmt == "classification":
+        rows = (data.test_rows or data.val_rows)[: e.max_examples]
+        acc = label_accuracy(model, data.formatter, rows, device=device, precision=cfg.train.precision,
+                             batch_size=e.batch_size)
+        out.update({"accuracy": acc["accuracy"], "macro_f1": acc["macro_f1"], "majority": acc["majority"],
+                    "predicted": acc["predicted"]})
+    return out
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    run = Path(cfg.output.dir)
+    if run.exists() and any(run.iterdir()) and not resume:
+        if not cfg.output.overwrite:
+            raise FileExistsError(f"{run} already holds a run. Fix: --resume to continue it, a new output.dir, "
+                                  "or output.overwrite=true to replace it")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    return run
+
+
+def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
+    t_start = time.time()
+    run = prepare_run_dir(cfg, resume)
+    log = MetricsLog(run / "metrics.jsonl", quiet)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    if tc.precision == "auto":  # resolved once and saved, so eval and resume use what training used
+        tc.precision = resolve_precision(tc.precision, device)
+        (run / "config.yaml").write_text(to_yaml(cfg))
+    seed_everything(tc.seed)
+
+    # ---- setup: data first (bad data fails before the model loads), model, method, optimizer
+    model, tok, data = build(cfg)
+    log.say(f"[tailorlm] data: {data.fmt}, {len(data.train)} train / {len(data.val)} val examples; "
+            f"truncated {data.report['train']['truncated']}, dropped {data.report['train']['dropped_too_long']} "
+            f"too long + {data.report['train']['dropped_no_target']} without targets, "
+            f"skipped {data.report['skipped_lines']} bad lines")
+    method = METHODS[cfg.method.name]
+    base_scores = None
+    if cfg.eval.before and not resume:
+        model.to(device)
+        base_scores = evaluate(model, data, cfg, device)
+        (run / "base_eval.json").write_text(json.dumps(base_scores, indent=1))
+        log.say(f"[tailorlm] base model: {_fmt(base_scores)}")
+    model = method.apply(model, cfg.method)
+    model.to(device)
+    if tc.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    params = trainable(model)
+    n_train, n_total = count(model)
+    log.say(f"[tailorlm] method {cfg.method.name}: {n_train:,} of {n_total:,} parameters trainable "
+            f"({100 * n_train / n_total:.3f}%)")
+    opt = build_optimizer(params, tc.lr, tc.weight_decay, device)
+    sched = build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule, min_ratio=tc.min_lr_ratio)
+    order = Order(len(data.train), tc.batch_size, tc.seed)
+    ckpt_root = run / "checkpoints"
+    step, history, tokens_seen, train_time, scores = 0, [], 0, 0.0, None
+    if resume:
+        last, notes = checkpoint.latest(ckpt_root)
+        for n in notes:
+            log.say(f"[tailorlm] {n}")
+        if last is not None:
+            st = checkpoint.load(last, model=model, optimizer=opt)
+            sched.load_state_dict(st["scheduler"])
+            checkpoint.set_rng_state(st["rng"])
+            step, history, tokens_seen, train_time = st["step"], st["history"], st["tokens_seen"], st["train_time"]
+            base_scores = st.get("base_scores")
+            log.say(f"[tailorlm] resumed from {last.name} (step {step})")
+    if base_scores is None and (run / "base_eval.json").is_file():
+        base_scores = json.loads((run / "base_eval.json").read_text())
+
+    # ---- the loop
+    model.train()
+    from tqdm.auto import tqdm
+    bar = tqdm(total=tc.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
+    while step < tc.steps:
+        t0 = time.time()
+        micro = [collate([data.train[i] for i in order.micro_batch(step * tc.grad_accum + a)],
+                         tok.pad_token_id, cfg.data.packing, cfg.data.max_length)
+                 for a in range(tc.grad_accum)]
+        # normalise by the target tokens of the whole accumulated batch, not a mean of micro-batch means
+        n_tokens = sum(b.n_targets for b in micro)
+        loss_sum = 0.0
+        for b in micro:
+            b = b.to(device)
+            with autocast(device, tc.precision):
+                s, _ = lm_loss_sum(model, b)
+            (s / n_tokens).backward()
+            loss_sum += float(s)
+        gnorm = (torch.nn.utils.clip_grad_norm_(list(params.values()), tc.max_grad_norm or float("inf"))
+                 if params else torch.tensor(0.0))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        lr = sched.get_last_lr()[0]
+        sched.step()
+        step += 1
+        dt = time.time() - t0
+        train_time += dt
+        step_tokens = sum(int(b.input_ids.numel()) for b in micro)
+        tokens_seen += step_tokens
+        loss = loss_sum / n_tokens
+        rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "tokens": step_tokens,
+               "target_tokens": n_tokens, "tokens_per_s": step_tokens / dt,
+               "epoch": order.epoch_of((step) * tc.grad_accum), "examples": [i for b in micro for i in b.ids]}
+        history.append({"step": step, "loss": loss})
+        if step % tc.log_every == 0 or step == 1 or step == tc.steps:
+            log.write(rec)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{step_tokens / dt:.0f}")
+        bar.update(1)
+
+        if step % tc.eval_every == 0 or step == tc.steps:
+            scores = evaluate(model, data, cfg, device)
+            log.write({"step": step, "eval": scores})
+            scores["step"] = step
+            bar.write(f"[tailorlm] step {step}: {_fmt(scores)}")
+        if step % tc.save_every == 0 or step == tc.steps:
+            state = {"step": step, "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
+                     "history": history, "tokens_seen": tokens_seen, "train_time": train_time,
+                     "base_scores": base_scores}
+            checkpoint.save(ckpt_root / f"step-{step:06d}", params=params, optimizer=opt, state=state)
+            checkpoint.rotate(ckpt_root, tc.keep_last)
+    bar.close()
+
+    # ---- the result: the method's artefact, and a summary a person can read
+    final = run / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    method.save(model, tok, final)
+    final_scores = scores if scores is not None and scores.get("step") == step else evaluate(model, data, cfg, device)
+    final_scores.pop("step", None)
+    summary = {"method": cfg.method.name, "steps": step, "trainable_params": n_train, "total_params": n_total,
+               "train_tokens": tokens_seen, "train_time_s": round(train_time, 2),
+               "tokens_per_s": round(tokens_seen / max(train_time, 1e-9), 1),
+               "wall_time_s": round(time.time() - t_start, 2), "first_loss": history[0]["loss"] if history else None,
+               "last_loss": history[-1]["loss"] if history else None, "base": base_scores, "final": final_scores,
+               "data": data.report, "device": device}
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    log.say(f"[tailorlm] done: {_fmt(final_scores)}; {summary['tokens_per_s']} tokens/s; run in {run}")
+    return summary
+
+
+def _fmt(scores: dict) -> str:
+    parts = []
+    for k, v in scores.items():
+        if isinstance(v, float):
+            parts.append(f"{k} {v:.4f}" if not math.isinf(v) else f"{k} inf")
+    return ", ".join(parts)
