@@ -85,13 +85,15 @@ def _methods(a) -> int:
 
 def _demo_args(p):
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
+    p.add_argument("--data-only", action="store_true", help="only write the data (for the presets in configs/)")
 
 
 def _demo(a) -> int:
     from .demo import main
 
-    return main(steps=a.steps, out=a.out)
+    return main(steps=a.steps, out=a.out, data_dir=a.data_dir, data_only=a.data_only)
 
 
 def _audit_args(p):

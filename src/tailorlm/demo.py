@@ -52,6 +52,9 @@ def write_split(out: Path, n_test: int = 300, seed: int = 0) -> dict:
         with open(out / f"{name}.jsonl", "w") as fh:
             for r in part:
                 fh.write(json.dumps(r) + "\n")
+    with open(out / "text.jsonl", "w") as fh:  # the same tweets as raw text, for continued pre-training
+        for r in rows[n_test:]:
+            fh.write(json.dumps({"text": r["text"]}) + "\n")
     return counts
 
 
@@ -69,16 +72,19 @@ def demo_config(data_dir: Path, out: str, steps: int) -> dict:
     }
 
 
-def main(steps: int | None = None, out: str = "runs/demo") -> int:
+def main(steps: int | None = None, out: str = "runs/demo", data_dir: str = "data/airline",
+         data_only: bool = False) -> int:
     from .config import load_config
-    from .models.defaults import cache_dir
     from .train.loop import train
 
     t0 = time.time()
-    data_dir = cache_dir() / "demo-data"
-    counts = write_split(data_dir)
+    counts = write_split(Path(data_dir))
     print(f"[demo] airline tweets: {counts['airline']} of {counts['rows']} rows; dropped {counts['mangled']} with "
-          f"mangled characters and {counts['low_confidence']} below confidence 0.8; kept {counts['kept']}")
+          f"mangled characters and {counts['low_confidence']} below confidence 0.8; kept {counts['kept']} "
+          f"(written to {data_dir}/train.jsonl, test.jsonl, text.jsonl)")
+    if data_only:
+        return 0
+    data_dir = Path(data_dir)
     cfg = load_config(raw=demo_config(data_dir, out, steps or 100))
     s = train(cfg)
     b, f = s["base"], s["final"]

@@ -128,7 +128,7 @@ READERS = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".csv": _read_csv, ".par
 
 def read_rows(path: str | Path, on_error: str = "stop") -> ReadResult:
     """Read a data file into rows; see the module docstring for the error policy."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: no such file. Fix: check data.train / data.val in the config")
     reader = READERS.get(path.suffix.lower())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
             with autocast(device, tc.precision):
                 s, _ = lm_loss_sum(model, b)
             (s / n_tokens).backward()
-            loss_sum += float(s)
+            loss_sum += float(s.detach())
         gnorm = (torch.nn.utils.clip_grad_norm_(list(params.values()), tc.max_grad_norm or float("inf"))
                  if params else torch.tensor(0.0))
         opt.step()
@@ -145,7 +146,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
             scores = evaluate(model, data, cfg, device)
             log.write({"step": step, "eval": scores})
             scores["step"] = step
-            bar.write(f"[tailorlm] step {step}: {_fmt(scores)}")
+            bar.write(f"[tailorlm] step {step}: {_fmt(scores)}", file=sys.stderr)
         if step % tc.save_every == 0 or step == tc.steps:
             state = {"step": step, "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
                      "history": history, "tokens_seen": tokens_seen, "train_time": train_time,

@@ -1,0 +1,72 @@
+"""Packing is exact: the same loss and gradients as padding, and no token sees another example."""
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tailorlm.config import DataConfig
+from tailorlm.data import build_data
+from tailorlm.data.batching import Order, collate
+from tailorlm.data.tokenize import IGNORE, Example
+from tailorlm.train.loss import lm_loss_sum
+
+
+def _setup(tiny_llama, tweets_text_file):
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    data = build_data(DataConfig(train=str(tweets_text_file), format="text", max_length=48), tok)
+    return tok, data, AutoModelForCausalLM.from_pretrained(tiny_llama, attn_implementation="sdpa")
+
+
+def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tiny_llama, tweets_text_file):
+    tok, data, model = _setup(tiny_llama, tweets_text_file)
+    exs = data.train[:6]
+    out = {}
+    for packing in (True, False):
+        model.zero_grad()
+        b = collate(exs, tok.pad_token_id, packing=packing, row_tokens=128)
+        s, n = lm_loss_sum(model, b)
+        (s / n).backward()
+        out[packing] = (float(s) / n, torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert collate(exs, tok.pad_token_id, packing=True, row_tokens=128).input_ids.shape[0] < len(exs)
+    assert abs(out[True][0] - out[False][0]) <= 1e-4 * abs(out[False][0])
+    assert torch.allclose(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
+
+
+def test_no_token_attends_across_an_example_boundary(tiny_llama, tweets_text_file):
+    """Each example's logits inside a packed row equal its logits alone."""
+    tok, data, model = _setup(tiny_llama, tweets_text_file)
+    exs = data.train[:3]
+    b = collate(exs, tok.pad_token_id, packing=True, row_tokens=1000)
+    assert b.input_ids.shape[0] == 1
+    with torch.no_grad():
+        packed = model(input_ids=b.input_ids, position_ids=b.position_ids, use_cache=False).logits[0]
+        for eid, (r, s, n) in zip(b.ids, b.spans):
+            alone = model(input_ids=torch.tensor([exs[eid].input_ids])).logits[0]
+            assert torch.allclose(packed[s:s + n], alone, atol=1e-5)
+    # and the last token of one example is never trained to predict the next example's first token
+    for r, s, n in b.spans:
+        assert b.targets[r, s + n - 1] == IGNORE
+
+
+def test_label_only_logits_equal_the_full_cross_entropy(tiny_llama):
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ex = [Example([5, 6, 7, 8, 9, 10], [IGNORE, IGNORE, IGNORE, 8, 9, 10], "", 0, 0),
+          Example([11, 12, 13, 14], [IGNORE, IGNORE, 13, 14], "", 0, 1)]
+    b = collate(ex, tok.pad_token_id, packing=False)
+    assert b.keep.tolist() == [1, 2, 3, 4]
+    with torch.no_grad():
+        s, n = lm_loss_sum(model, b)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        full = F.cross_entropy(logits.flatten(0, 1), b.targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    assert n == 5 and torch.allclose(s, full, rtol=1e-5)
+
+
+def test_data_order_is_seeded_and_covers_each_example_once_per_epoch():
+    o = Order(10, 3, seed=1)
+    stream = [i for g in range(10) for i in o.micro_batch(g)]
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream == [i for g in range(10) for i in Order(10, 3, seed=1).micro_batch(g)]
+    assert stream != [i for g in range(10) for i in Order(10, 3, seed=2).micro_batch(g)]
+    # two ranks split each global micro-batch between them
+    both = Order(10, 3, seed=1)
+    assert both.micro_batch(0, 0, 2) + both.micro_batch(0, 1, 2) == stream[:6]
