@@ -39,6 +39,12 @@ eval: {{max_examples: 40}}
 output: {{dir: {tmp_path / 'run'}}}
 """)
     cli = [sys.executable, "-m", "tailorlm"]
+    import os
+    from pathlib import Path
+
+    import tailorlm
+
+    os.environ["PYTHONPATH"] = str(Path(tailorlm.__file__).parents[1])  # children run this same tailorlm
     r = subprocess.run(cli + ["train", str(cfg), "train.seed=1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)

@@ -8,19 +8,23 @@ import sys
 
 
 def _train_args(p):
-    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); not needed with --resume")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 method.r=8")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last good checkpoint")
     p.add_argument("--quiet", action="store_true")
 
 
 def _train(a) -> int:
-    from .config import load_config
+    from .config import ConfigError, load_config
     from .train.loop import train
 
+    if a.config and "=" in a.config:  # `train --resume RUN key=value`: no config file given
+        a.overrides, a.config = [a.config, *a.overrides], None
     if a.resume:
         from pathlib import Path
         cfg = load_config(Path(a.resume) / "config.yaml", a.overrides + [f"output.dir={a.resume}"])
+    elif a.config is None:
+        raise ConfigError("train needs a config file (or --resume RUN)")
     else:
         cfg = load_config(a.config, a.overrides)
     summary = train(cfg, resume=bool(a.resume), quiet=a.quiet)
@@ -71,15 +75,48 @@ def _models(a) -> int:
 
 
 def _methods_args(p):
-    p.add_argument("--model", default=None, help="count trainable parameters for this model")
+    p.add_argument("--model", default=None, help="count trainable parameters on this model (folder or short name)")
+    p.add_argument("--task", default="auto", choices=["auto", "causal_lm", "sequence_classification"],
+                   help="auto: a classifier for encoders, a language model otherwise")
 
 
 def _methods(a) -> int:
+    from .cmd_methods import summary, table
     from .methods import METHODS
 
-    for name, m in METHODS.items():
-        doc = (m.__doc__ or "").strip().splitlines()[0]
-        print(f"{name:10s} {doc}")
+    if a.model is None:
+        for name, m in METHODS.items():
+            print(f"{name:11s} {summary(m)}")
+        return 0
+    rows, title = table(a.model, a.task)
+    print(f"methods on {title}, default settings:")
+    for r in rows:
+        n = f"{r['trainable']:>13,} {100 * r['share']:8.3f}%" if r["trainable"] is not None else f"{'-':>13} {'-':>9}"
+        print(f"{r['method']:11s}{n}  {r['note']}")
+    return 0
+
+
+def _export_args(p):
+    p.add_argument("run", help="a run directory (exports its final/)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--merge", action="store_true", help="one Hugging Face folder, method folded into the weights")
+    how.add_argument("--adapter", action="store_true", help="the method's adapter (PEFT's format for PEFT methods)")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--atol", type=float, default=None, help="parity tolerance on logits (default 1e-3; 5e-2 for bf16)")
+    p.add_argument("--prompts", type=int, default=4, help="held-out prompts the parity check runs")
+    p.add_argument("--overwrite", action="store_true")
+
+
+def _export(a) -> int:
+    from .export import ParityError, export
+
+    try:
+        rep = export(a.run, a.out, "merge" if a.merge else "adapter", atol=a.atol, n_prompts=a.prompts,
+                     overwrite=a.overwrite)
+    except ParityError as e:
+        print(f"tailorlm export: parity check failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(rep, indent=1))
     return 0
 
 
@@ -115,7 +152,8 @@ COMMANDS = {
     "demo": (_demo_args, _demo, "fine-tune the embedded SmolLM2 on airline tweets; before/after table"),
     "audit": (_audit_args, _audit, "check a data file before training"),
     "models": (_models_args, _models, "list or prepare embedded default models"),
-    "methods": (_methods_args, _methods, "list the tuning methods"),
+    "methods": (_methods_args, _methods, "list the tuning methods (with --model: what each trains on it)"),
+    "export": (_export_args, _export, "write a run as a merged Hugging Face folder or an adapter, parity-checked"),
 }
 
 
@@ -131,9 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     from .data.read import DataError
     from .models.load import ModelError
 
+    from .train.signals import Interrupted
+
     try:
         return COMMANDS[args.command][1](args)
-    except (ConfigError, DataError, ModelError, FileExistsError, FileNotFoundError) as e:
+    except Interrupted as e:
+        print(f"tailorlm {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except (ConfigError, DataError, ModelError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
         print(f"tailorlm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

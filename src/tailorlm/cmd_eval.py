@@ -9,7 +9,7 @@ from .config import load_config
 from .data import build_data
 from .train.device import pick_device, resolve_precision
 from .train.loop import evaluate
-from .train.setup import load_base, load_run
+from .train.setup import build, load_run
 
 
 def evaluate_target(target: str, overrides: list[str]) -> dict:
@@ -18,12 +18,12 @@ def evaluate_target(target: str, overrides: list[str]) -> dict:
     if p.is_dir():
         cfg, model, tok = load_run(p)
         cfg = load_config(p / "config.yaml", overrides)
-    else:
+        data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
+    else:  # data first: a classifier's head is sized by the data's labels
         cfg = load_config(p, overrides)
-        model, tok = load_base(cfg)
+        model, tok, data = build(cfg)
     device = pick_device(cfg.train.device)
     cfg.train.precision = resolve_precision(cfg.train.precision, device)
-    data = build_data(cfg.data, tok, cfg.train.seed)
     return evaluate(model.to(device), data, cfg, device)
 
 

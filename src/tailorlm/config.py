@@ -56,6 +56,7 @@ class DataConfig(Strict):
     system: Optional[str] = None                  # system message for chat-templated prompts
     chat_template: Literal["auto", "never"] = "auto"  # instruction/classification through the model's chat template
     packing: bool = True                          # padding-free: examples share rows, attention kept inside each
+    audit: bool = True                            # run the data audit before training (fatal findings stop it)
 
 
 class TrainConfig(Strict):
@@ -76,6 +77,7 @@ class TrainConfig(Strict):
     eval_every: int = Field(50, ge=1)
     save_every: int = Field(50, ge=1)
     keep_last: int = Field(2, ge=1)
+    max_bad_steps: int = Field(3, ge=1)          # non-finite steps in a row before the run stops
     threads: Optional[int] = None                 # torch CPU threads; None keeps torch's default
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .formats import Formatter, detect_format
 from .read import DataError, read_rows
-from .tokenize import Example, TokenizeReport, tokenize_rows
+from .tokenize import Example, TokenizeReport, tokenize_classes, tokenize_rows
 
 
 @dataclass
@@ -37,7 +37,10 @@ def _labels(rows: list[dict], dcfg) -> list[str]:
     return sorted({str(r[key]) for r in rows if r.get(key) not in (None, "")})
 
 
-def build_data(dcfg, tokenizer, seed: int = 0) -> Data:
+def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
+    """Read, split, format and tokenize. `task: sequence_classification` (a classifier head) needs
+    classification rows, and takes its labels from train and validation rows together (they fix the
+    size of the head)."""
     read = read_rows(dcfg.train, dcfg.on_error)
     rows = read.rows[: dcfg.limit] if dcfg.limit else read.rows
     if not rows:
@@ -50,10 +53,22 @@ def build_data(dcfg, tokenizer, seed: int = 0) -> Data:
         rows, val_rows = split_rows(rows, dcfg.val_fraction, dcfg.val_max, seed)
     test_rows = read_rows(dcfg.test, dcfg.on_error).rows if dcfg.test else []
     fmt = detect_format(rows, dcfg)
-    labels = _labels(rows, dcfg) if fmt == "classification" else None
-    fm = Formatter(fmt, tokenizer, dcfg, labels)
-    train, trep = tokenize_rows(rows, fmt, tokenizer, dcfg, labels, fm)
-    val, vrep = tokenize_rows(val_rows, fmt, tokenizer, dcfg, labels, fm)
+    if task == "sequence_classification":
+        if fmt != "classification":
+            raise DataError(f"{dcfg.train}: model.task is sequence_classification, which needs classification "
+                            f"rows (a text and a label), not {fmt}. Fix: data.format: classification with "
+                            "data.text_field / data.label_field, or model.task: causal_lm")
+        labels = _labels(rows + val_rows, dcfg)
+        if len(labels) < 2:
+            raise DataError(f"{dcfg.train}: a classifier needs at least two labels, the data has {labels}")
+        fm = Formatter(fmt, tokenizer, dcfg, labels)
+        train, trep = tokenize_classes(rows, tokenizer, dcfg, labels, fm)
+        val, vrep = tokenize_classes(val_rows, tokenizer, dcfg, labels, fm)
+    else:
+        labels = _labels(rows, dcfg) if fmt == "classification" else None
+        fm = Formatter(fmt, tokenizer, dcfg, labels)
+        train, trep = tokenize_rows(rows, fmt, tokenizer, dcfg, labels, fm)
+        val, vrep = tokenize_rows(val_rows, fmt, tokenizer, dcfg, labels, fm)
     if not train:
         raise DataError(f"{dcfg.train}: no example has a trainable token after tokenization "
                         f"({trep.dropped_too_long} too long, {trep.dropped_no_target} without targets)")
@@ -63,4 +78,4 @@ def build_data(dcfg, tokenizer, seed: int = 0) -> Data:
 
 
 __all__ = ["Data", "DataError", "Example", "Formatter", "TokenizeReport", "build_data", "detect_format",
-           "read_rows", "split_rows", "tokenize_rows"]
+           "read_rows", "split_rows", "tokenize_classes", "tokenize_rows"]

@@ -8,6 +8,10 @@ token. Only the columns that carry a target reach the LM head (`keep`), so the l
 tokens, which would be thrown away, are never computed.
 
 Padding (packing off): one example per row, right-padded, with an attention mask.
+
+Classification (`collate_classes`): one example per row, padded, with an attention mask; the target
+is the row's class index. Decoders are padded on the left, so the last position, which their head
+reads, is always a real token.
 """
 from __future__ import annotations
 
@@ -78,6 +82,25 @@ def collate(examples: list[Example], pad_id: int, packing: bool = True, row_toke
     keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
     return Batch(input_ids, position_ids, targets, None if packing else mask, keep,
                  int((targets != IGNORE).sum()), [e.id for r in rows for e in r], spans)
+
+
+def collate_classes(examples: list[Example], pad_id: int, left: bool = False) -> Batch:
+    width = max(len(e.input_ids) for e in examples)
+    R = len(examples)
+    input_ids = torch.full((R, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((R, width), dtype=torch.long)
+    mask = torch.zeros((R, width), dtype=torch.long)
+    spans = []
+    for i, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        s = width - n if left else 0
+        input_ids[i, s:s + n] = torch.tensor(ex.input_ids)
+        position_ids[i, s:s + n] = torch.arange(n)
+        mask[i, s:s + n] = 1
+        spans.append((i, s, n))
+    targets = torch.tensor([ex.labels[0] for ex in examples], dtype=torch.long)   # (rows,)
+    return Batch(input_ids, position_ids, targets, mask, torch.zeros(0, dtype=torch.long), R,
+                 [e.id for e in examples], spans)
 
 
 class Order:

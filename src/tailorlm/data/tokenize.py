@@ -1,7 +1,9 @@
 """Rows -> token ids and labels (-100 where nothing is trained), with every loss counted.
 
 Each segment is tokenized on its own (no special tokens added) and the pieces concatenated, so the
-boundary between prompt and response is exact. Over-long examples follow `data.too_long`:
+boundary between prompt and response is exact. For a classification head (`tokenize_classes`) the
+prompt is tokenized as the model's tokenizer frames a single text ([CLS] ... [SEP] for BERT) and the
+label becomes a class index. Over-long examples follow `data.too_long`:
 truncate (keep the first max_length tokens), drop, or stop; `text` documents are instead cut into
 max_length blocks. Whatever is truncated, dropped or skipped is counted in the report.
 """
@@ -18,7 +20,7 @@ IGNORE = -100
 @dataclass
 class Example:
     input_ids: list[int]
-    labels: list[int]
+    labels: list[int]           # per token, IGNORE where untrained; for a classification head: [class index]
     file: str
     line: int
     id: int = 0                 # position in the tokenized split: what logs and resume checks name
@@ -109,4 +111,44 @@ def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str]
     rep.examples = len(out)
     rep.tokens = sum(len(e.input_ids) for e in out)
     rep.target_tokens = sum(sum(x != IGNORE for x in e.labels[1:]) for e in out)
+    return out, rep
+
+
+def tokenize_classes(rows: list[dict], tokenizer, dcfg, labels: list[str],
+                     formatter: Formatter) -> tuple[list[Example], TokenizeReport]:
+    """Rows -> (input_ids of the prompt, [class index]) for a sequence-classification head. A label
+    outside `labels` is a bad row (data.on_error); over-long prompts follow data.too_long."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    rep = TokenizeReport(rows=len(rows))
+    kept: list[tuple[dict, str, int]] = []
+    for row in rows:
+        try:
+            prompt, label = formatter.prompt_response(row)
+            if label not in index:
+                raise DataError(f"{row.get('_file')}:{row.get('_line')}: label {label!r} is not one of the "
+                                f"classifier's labels {labels}")
+        except DataError as e:
+            if dcfg.on_error == "stop":
+                raise DataError(f"{e}\n  Fix: correct the row, set data.labels, or set data.on_error: skip") from None
+            rep.skipped_bad_rows += 1
+            rep.problems.append(str(e))
+            continue
+        kept.append((row, prompt, index[label]))
+    ids = tokenizer([p for _, p, _ in kept], add_special_tokens=True)["input_ids"] if kept else []
+    out: list[Example] = []
+    for (row, _, y), input_ids in zip(kept, ids):
+        where = (row.get("_file", "?"), row.get("_line", 0))
+        if len(input_ids) > dcfg.max_length:
+            if dcfg.too_long == "stop":
+                raise DataError(f"{where[0]}:{where[1]}: text has {len(input_ids)} tokens, more than "
+                                f"data.max_length={dcfg.max_length}. Fix: raise data.max_length, or set "
+                                "data.too_long: truncate | drop")
+            if dcfg.too_long == "drop":
+                rep.dropped_too_long += 1
+                continue
+            rep.truncated += 1
+            input_ids = input_ids[:dcfg.max_length]
+        out.append(Example(input_ids, [y], *where, id=len(out)))
+    rep.examples = rep.target_tokens = len(out)
+    rep.tokens = sum(len(e.input_ids) for e in out)
     return out, rep

@@ -1,16 +1,21 @@
-"""Task metrics: classification accuracy and macro-F1 by label likelihood.
+"""Task metrics: classification accuracy and macro-F1, by label likelihood (a language model) or by
+the classification head (`model.task: sequence_classification`).
 
 For each held-out row the prompt is rendered exactly as in training, and each candidate label word
 is scored by its summed log-probability after the prompt; the most likely label wins. When every
 label is a single token (the common case), one forward of the prompt scores all candidates at once.
+A method that puts virtual tokens in front of each row is handled by the loss module's batching and
+logits (one example per row, columns shifted past the virtual positions).
 """
 from __future__ import annotations
 
 import torch
 
 from ..data.batching import collate
-from ..data.tokenize import IGNORE, Example, _bos_prefix
+from ..data.tokenize import IGNORE, Example, _bos_prefix, tokenize_classes
+from ..methods.base import layout
 from ..train.device import autocast
+from ..train.loss import batcher, class_logits, lm_logits
 
 
 def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
@@ -28,6 +33,7 @@ def _score(model, prompts: list[list[int]], cands: list[list[int]], *, pad_id, d
            batch_size) -> torch.Tensor:
     """(rows, candidates) summed log-probabilities of each candidate after each prompt."""
     single = all(len(c) == 1 for c in cands)
+    packing = layout(model).packing
     scores = torch.empty(len(prompts), len(cands))
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
@@ -36,20 +42,18 @@ def _score(model, prompts: list[list[int]], cands: list[list[int]], *, pad_id, d
         else:
             exs = [Example(p + c, [IGNORE] * len(p) + c, "", 0, j * len(cands) + k)
                    for j, p in enumerate(chunk) for k, c in enumerate(cands)]
-        batch = collate(exs, pad_id, packing=True, row_tokens=max(len(e.input_ids) for e in exs) * 4).to(device)
+        batch = collate(exs, pad_id, packing=packing, row_tokens=max(len(e.input_ids) for e in exs) * 4).to(device)
         if single:  # the next-token distribution at each prompt's last position
             last = torch.tensor([(r, s + n - 1) for r, s, n in batch.spans], device=device)
             cols, inv = torch.unique(last[:, 1], return_inverse=True)
             with autocast(device, precision):
-                logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
-                               logits_to_keep=cols).logits
+                logits = lm_logits(model, batch, cols)
             lp = logits[last[:, 0], inv].float().log_softmax(-1)[:, [c[0] for c in cands]]  # (B, C)
             for (eid, row) in zip(batch.ids, lp):
                 scores[i + eid] = row.cpu()
             continue
         with autocast(device, precision):
-            logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False,
-                           logits_to_keep=batch.keep).logits
+            logits = lm_logits(model, batch, batch.keep)
         tgt = batch.targets[:, batch.keep]
         lp = logits.float().log_softmax(-1).gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         full = torch.zeros(batch.targets.shape, device=device)
@@ -81,3 +85,31 @@ def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision
     counts = {lab: gold.count(lab) for lab in labels}
     return {"accuracy": acc, "macro_f1": macro_f1(gold, pred, labels), "n": len(gold),
             "majority": max(counts.values()) / max(len(gold), 1), "predicted": {lab: pred.count(lab) for lab in labels}}
+
+
+@torch.no_grad()
+def class_accuracy(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
+                   batch_size: int = 16) -> dict:
+    """The same report as label_accuracy, for a classification head: argmax of its logits."""
+    tok, labels = formatter.tok, formatter.labels
+    was_training = model.training
+    model.eval()
+    lenient = formatter.dcfg.model_copy(update={"on_error": "skip", "too_long": "truncate"})
+    exs, _ = tokenize_classes(rows, tok, lenient, labels, formatter)   # a row with an unknown label: skipped
+    make_batch = batcher(model, task="sequence_classification", pad_id=tok.pad_token_id, packing=False,
+                         row_tokens=0)
+    pred_idx: list[int] = []
+    for i in range(0, len(exs), batch_size):
+        batch = make_batch(exs[i:i + batch_size]).to(device)
+        with autocast(device, precision):
+            pred_idx += class_logits(model, batch).argmax(-1).tolist()
+    model.train(was_training)
+    gold = [labels[e.labels[0]] for e in exs]
+    pred = [labels[i] for i in pred_idx]
+    acc = sum(p == g for p, g in zip(pred, gold)) / max(len(gold), 1)
+    counts = {lab: gold.count(lab) for lab in labels}
+    return {"accuracy": acc, "macro_f1": macro_f1(gold, pred, labels), "n": len(gold),
+            "majority": max(counts.values()) / max(len(gold), 1), "predicted": {lab: pred.count(lab) for lab in labels}}
+
+
+ACCURACY = {"causal_lm": label_accuracy, "sequence_classification": class_accuracy}

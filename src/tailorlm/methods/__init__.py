@@ -4,28 +4,33 @@ Every method module exposes the same five names, so the loop, checkpointing and 
 which method they run:
 
     Config                    pydantic model with `name: Literal[...]` (the config's discriminator)
-    apply(model, cfg, ctx)    -> model, with the method's own parameters (and nothing else) trainable
-    save(model, tokenizer, out_dir, ctx)   final artefact: PEFT format for PEFT methods, an HF folder for full
+    apply(model, cfg, ctx)    -> model, with the method's own parameters (and nothing else) trainable;
+                              on a classification model, the new head too
+    save(model, tokenizer, out_dir, ctx)   final artefact: PEFT format for PEFT methods, an HF folder for
+                              full, safetensors + a JSON config for ours
     load(base_model, run_dir) -> model  rebuild the tuned model from a saved artefact
     merge(model)              -> plain transformers model, or raises NotMergeable
 
 A method owns which parameters are its own by setting requires_grad; `trainable(model)` below is
-therefore the same function for every method.
+therefore the same function for every method. What a method does to the input sequence (virtual
+tokens in front of each row) is read from the model by `layout(model)` (methods/base.py), which
+batching and the loss consult.
 """
 from __future__ import annotations
 
 import torch
 
-from . import full, lora
-
-
-class NotMergeable(RuntimeError):
-    """The method adds computation that cannot be folded into the base weights."""
-
+from . import bottleneck, full, ia3, lora, peft, prefix, prompt
+from .base import Layout, NotMergeable, layout, task_of
 
 METHODS = {
     "full": full,
     "lora": lora,
+    "bottleneck": bottleneck,
+    "prompt": prompt,
+    "prefix": prefix,
+    "ia3": ia3,
+    "peft": peft,
 }
 METHOD_CONFIGS = {name: m.Config for name, m in METHODS.items()}
 
@@ -45,3 +50,6 @@ def count(model: torch.nn.Module) -> tuple[int, int]:
         total += p.numel()
         train += p.numel() if p.requires_grad else 0
     return train, total
+
+
+__all__ = ["METHODS", "METHOD_CONFIGS", "Layout", "NotMergeable", "count", "layout", "task_of", "trainable"]

@@ -8,6 +8,8 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .base import peft_load, peft_merge, peft_save, peft_task
+
 
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -19,10 +21,6 @@ class Config(BaseModel):
     layers: Union[int, list[int], None] = None   # None: every layer; N: the top N; or a list of indices
     dora: bool = False
     rslora: bool = False
-
-
-def peft_task(model) -> str:
-    return "SEQ_CLS" if "ForSequenceClassification" in type(model).__name__ else "CAUSAL_LM"
 
 
 def linear_names(model) -> list[str]:
@@ -54,15 +52,12 @@ def apply(model, cfg: Config, ctx=None):
 
 
 def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
-    model.save_pretrained(out_dir)          # adapter_config.json + adapter_model.safetensors
-    tokenizer.save_pretrained(out_dir)
+    peft_save(model, tokenizer, out_dir)     # adapter_config.json + adapter_model.safetensors
 
 
 def load(base_model, art_dir: Path):
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base_model, str(art_dir))
+    return peft_load(base_model, art_dir)
 
 
 def merge(model):
-    return model.merge_and_unload()
+    return peft_merge(model)

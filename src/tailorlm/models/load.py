@@ -70,8 +70,10 @@ def set_pad_token(tok) -> None:
 
 
 def load_model(path: str, *, dtype: str = "fp32", task: str = "causal_lm", trust_remote_code: bool = False,
-               allow_pickle: bool = False, num_labels: int | None = None, tokenizer=None):
-    """(model, tokenizer) from a folder or short name. The builder takes flat arguments."""
+               allow_pickle: bool = False, num_labels: int | None = None, tokenizer=None,
+               labels: list[str] | None = None):
+    """(model, tokenizer) from a folder or short name. The builder takes flat arguments. `labels`
+    names a classification head's classes (and sets num_labels)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     p = resolve(path)
@@ -79,14 +81,19 @@ def load_model(path: str, *, dtype: str = "fp32", task: str = "causal_lm", trust
     tok = tokenizer or load_tokenizer(p, trust_remote_code)
     cls = AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForCausalLM
     kwargs = dict(dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=safe)
-    if num_labels is not None:
+    if labels:
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={lab: i for i, lab in enumerate(labels)})
+    elif num_labels is not None:
         kwargs["num_labels"] = num_labels
     if not safe:
         _guard_torch_load()
     model = cls.from_pretrained(str(p), **kwargs)
     if len(tok) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tok))
-    if getattr(model.config, "pad_token_id", None) is None:
+    if getattr(model.config, "pad_token_id", None) is None or task == "sequence_classification":
+        # a decoder's classification head pools the last token that is not config.pad_token_id, so it
+        # must be the id batches are padded with (SmolLM2's config says EOS, its tokenizer pads with 0)
         model.config.pad_token_id = tok.pad_token_id
     return model, tok
 

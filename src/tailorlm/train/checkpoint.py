@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
+KILL_IN_SAVE = "TAILORLM_TEST_KILL_IN_SAVE"   # tests only: SIGKILL this process midway through saving step N
 
 
 def _sha256(p: Path) -> str:
@@ -67,6 +69,8 @@ def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: d
     tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
+        if os.environ.get(KILL_IN_SAVE) == str(state.get("step")):  # fault injection for the tests
+            os.kill(os.getpid(), signal.SIGKILL)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state))
         files = ["trainable.safetensors", "optimizer.pt", "state.json"]
@@ -104,8 +108,12 @@ def verify(ckpt_dir: Path) -> str | None:
 
 
 def latest(ckpt_root: Path) -> tuple[Path | None, list[str]]:
-    """Newest verified checkpoint, and a note for each newer one skipped."""
+    """Newest verified checkpoint, and a note for each newer one skipped. Half-written temporary
+    folders (a save that died) are removed."""
     notes = []
+    for t in ckpt_root.glob(".step-*"):
+        shutil.rmtree(t, ignore_errors=True)
+        notes.append(f"removed {t.name}: an interrupted save")
     for d in sorted(ckpt_root.glob("step-*"), reverse=True):
         why = verify(d)
         if why is None:

@@ -17,8 +17,13 @@ class MetricsLog:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    def say(self, text: str) -> None:
-        if not self.quiet:
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (logged by a run that died before its next checkpoint)."""
+        keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def say(self, text: str, always: bool = False) -> None:
+        if always or not self.quiet:
             print(text, file=sys.stderr, flush=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -11,15 +12,17 @@ from pathlib import Path
 import torch
 
 from ..config import Config, to_yaml
-from ..data.batching import Order, collate
+from ..data.batching import Order
 from ..eval.metrics import val_loss
-from ..eval.tasks import label_accuracy
+from ..eval.tasks import ACCURACY
 from ..methods import METHODS, count, trainable
 from . import checkpoint
 from .device import autocast, pick_device, resolve_precision
 from .log import MetricsLog
-from .loss import lm_loss_sum
+from .loss import LOSSES, batcher
 from .optim import build_optimizer, build_scheduler
+from .preflight import audit_data
+from .signals import GracefulStop, Interrupted
 from .setup import build, seed_everything
 
 
@@ -28,11 +31,12 @@ def evaluate(model, data, cfg: Config, device: str) -> dict:
     e, tok = cfg.eval, data.formatter.tok
     out = {f"val_{k}": v for k, v in val_loss(
         model, data.val[: e.max_examples], pad_id=tok.pad_token_id, device=device, precision=cfg.train.precision,
-        batch_size=e.batch_size, packing=cfg.data.packing, row_tokens=cfg.data.max_length).items()}
+        batch_size=e.batch_size, packing=cfg.data.packing, row_tokens=cfg.data.max_length,
+        task=cfg.model.task).items()}
     if data.fmt == "classification":
         rows = (data.test_rows or data.val_rows)[: e.max_examples]
-        acc = label_accuracy(model, data.formatter, rows, device=device, precision=cfg.train.precision,
-                             batch_size=e.batch_size)
+        acc = ACCURACY[cfg.model.task](model, data.formatter, rows, device=device, precision=cfg.train.precision,
+                                       batch_size=e.batch_size)
         out.update({"accuracy": acc["accuracy"], "macro_f1": acc["macro_f1"], "majority": acc["majority"],
                     "predicted": acc["predicted"]})
     return out
@@ -62,9 +66,12 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
         tc.precision = resolve_precision(tc.precision, device)
         (run / "config.yaml").write_text(to_yaml(cfg))
     seed_everything(tc.seed)
+    if cfg.data.audit and not resume:
+        audit_data(cfg, run, log.say)
 
     # ---- setup: data first (bad data fails before the model loads), model, method, optimizer
     model, tok, data = build(cfg)
+    (run / "config.yaml").write_text(to_yaml(cfg))  # with what build() pinned (a classifier's labels)
     log.say(f"[tailorlm] data: {data.fmt}, {len(data.train)} train / {len(data.val)} val examples; "
             f"truncated {data.report['train']['truncated']}, dropped {data.report['train']['dropped_too_long']} "
             f"too long + {data.report['train']['dropped_no_target']} without targets, "
@@ -82,24 +89,28 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = trainable(model)
     n_train, n_total = count(model)
+    make_batch = batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
+                         row_tokens=cfg.data.max_length)
+    loss_fn = LOSSES[cfg.model.task]
     log.say(f"[tailorlm] method {cfg.method.name}: {n_train:,} of {n_total:,} parameters trainable "
             f"({100 * n_train / n_total:.3f}%)")
     opt = build_optimizer(params, tc.lr, tc.weight_decay, device)
     sched = build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule, min_ratio=tc.min_lr_ratio)
     order = Order(len(data.train), tc.batch_size, tc.seed)
     ckpt_root = run / "checkpoints"
-    step, history, tokens_seen, train_time, scores = 0, [], 0, 0.0, None
+    step, history, tokens_seen, train_time, scores, skipped_steps = 0, [], 0, 0.0, None, 0
     if resume:
         last, notes = checkpoint.latest(ckpt_root)
         for n in notes:
-            log.say(f"[tailorlm] {n}")
+            log.say(f"[tailorlm] {n}", always=True)
         if last is not None:
             st = checkpoint.load(last, model=model, optimizer=opt)
             sched.load_state_dict(st["scheduler"])
             checkpoint.set_rng_state(st["rng"])
             step, history, tokens_seen, train_time = st["step"], st["history"], st["tokens_seen"], st["train_time"]
-            base_scores = st.get("base_scores")
-            log.say(f"[tailorlm] resumed from {last.name} (step {step})")
+            base_scores, skipped_steps = st.get("base_scores"), st.get("skipped_steps", 0)
+            log.truncate_after(step)  # the killed run may have logged steps past its last checkpoint
+            log.say(f"[tailorlm] resumed from {last.name} (step {step})", always=True)
     if base_scores is None and (run / "base_eval.json").is_file():
         base_scores = json.loads((run / "base_eval.json").read_text())
 
@@ -107,52 +118,82 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
     model.train()
     from tqdm.auto import tqdm
     bar = tqdm(total=tc.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
-    while step < tc.steps:
-        t0 = time.time()
-        micro = [collate([data.train[i] for i in order.micro_batch(step * tc.grad_accum + a)],
-                         tok.pad_token_id, cfg.data.packing, cfg.data.max_length)
-                 for a in range(tc.grad_accum)]
-        # normalise by the target tokens of the whole accumulated batch, not a mean of micro-batch means
-        n_tokens = sum(b.n_targets for b in micro)
-        loss_sum = 0.0
-        for b in micro:
-            b = b.to(device)
-            with autocast(device, tc.precision):
-                s, _ = lm_loss_sum(model, b)
-            (s / n_tokens).backward()
-            loss_sum += float(s.detach())
-        gnorm = (torch.nn.utils.clip_grad_norm_(list(params.values()), tc.max_grad_norm or float("inf"))
-                 if params else torch.tensor(0.0))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        lr = sched.get_last_lr()[0]
-        sched.step()
-        step += 1
-        dt = time.time() - t0
-        train_time += dt
-        step_tokens = sum(int(b.input_ids.numel()) for b in micro)
-        tokens_seen += step_tokens
-        loss = loss_sum / n_tokens
-        rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "tokens": step_tokens,
-               "target_tokens": n_tokens, "tokens_per_s": step_tokens / dt,
-               "epoch": order.epoch_of((step) * tc.grad_accum), "examples": [i for b in micro for i in b.ids]}
-        history.append({"step": step, "loss": loss})
-        if step % tc.log_every == 0 or step == 1 or step == tc.steps:
-            log.write(rec)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{step_tokens / dt:.0f}")
-        bar.update(1)
+    bad_in_a_row, last_saved = 0, step
+    with GracefulStop() as stop:
+        while step < tc.steps:
+            t0 = time.time()
+            micro = [make_batch([data.train[i] for i in order.micro_batch(step * tc.grad_accum + a)])
+                     for a in range(tc.grad_accum)]
+            # normalise by the target tokens of the whole accumulated batch, not a mean of micro-batch means
+            n_tokens = sum(b.n_targets for b in micro)
+            loss_sum = 0.0
+            for b in micro:
+                b = b.to(device)
+                with autocast(device, tc.precision):
+                    s, _ = loss_fn(model, b)
+                (s / n_tokens).backward()
+                loss_sum += float(s.detach())
+            gnorm = (torch.nn.utils.clip_grad_norm_(list(params.values()), tc.max_grad_norm or float("inf"))
+                     if params else torch.tensor(0.0))
+            finite = math.isfinite(loss_sum) and math.isfinite(float(gnorm))
+            if finite:  # a NaN/Inf loss or gradient skips the update, counted; the data moves on
+                opt.step()
+                bad_in_a_row = 0
+            else:
+                bad_in_a_row += 1
+                skipped_steps += 1
+            opt.zero_grad(set_to_none=True)
+            lr = sched.get_last_lr()[0]
+            sched.step()
+            step += 1
+            dt = time.time() - t0
+            train_time += dt
+            step_tokens = sum(int(b.input_ids.numel()) for b in micro)
+            tokens_seen += step_tokens
+            loss = loss_sum / n_tokens
+            rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "tokens": step_tokens,
+                   "target_tokens": n_tokens, "tokens_per_s": step_tokens / dt,
+                   "epoch": order.epoch_of(step * tc.grad_accum), "examples": [i for b in micro for i in b.ids]}
+            if not finite:
+                rec["skipped"] = "non-finite loss or gradient norm"
+                bar.write(f"[tailorlm] step {step}: non-finite loss/gradient, update skipped "
+                          f"({bad_in_a_row} in a row)", file=sys.stderr)
+            history.append({"step": step, "loss": loss})
+            if step % tc.log_every == 0 or step == 1 or step == tc.steps or not finite:
+                log.write(rec)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{step_tokens / dt:.0f}")
+            bar.update(1)
+            if bad_in_a_row >= tc.max_bad_steps:
+                last, _ = checkpoint.latest(ckpt_root)
+                raise FloatingPointError(
+                    f"{bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step {step}); "
+                    f"stopped. The last good checkpoint is {last or 'none'}. Fix: lower train.lr, keep "
+                    "train.max_grad_norm set, or check the data; then tailorlm train --resume " + str(run))
 
-        if step % tc.eval_every == 0 or step == tc.steps:
-            scores = evaluate(model, data, cfg, device)
-            log.write({"step": step, "eval": scores})
-            scores["step"] = step
-            bar.write(f"[tailorlm] step {step}: {_fmt(scores)}", file=sys.stderr)
-        if step % tc.save_every == 0 or step == tc.steps:
-            state = {"step": step, "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
-                     "history": history, "tokens_seen": tokens_seen, "train_time": train_time,
-                     "base_scores": base_scores}
-            checkpoint.save(ckpt_root / f"step-{step:06d}", params=params, optimizer=opt, state=state)
-            checkpoint.rotate(ckpt_root, tc.keep_last)
+            if step % tc.eval_every == 0 or step == tc.steps:
+                scores = evaluate(model, data, cfg, device)
+                log.write({"step": step, "eval": scores})
+                scores["step"] = step
+                bar.write(f"[tailorlm] step {step}: {_fmt(scores)}", file=sys.stderr)
+            if step % tc.save_every == 0 or step == tc.steps or (stop.requested and last_saved != step):
+                state = {"step": step, "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
+                         "history": history, "tokens_seen": tokens_seen, "train_time": train_time,
+                         "base_scores": base_scores, "skipped_steps": skipped_steps}
+                try:
+                    checkpoint.save(ckpt_root / f"step-{step:06d}", params=params, optimizer=opt, state=state)
+                    checkpoint.rotate(ckpt_root, tc.keep_last)
+                    last_saved = step
+                except OSError as e:  # disk full, permissions: keep training, keep the last good one
+                    last, _ = checkpoint.latest(ckpt_root)
+                    msg = f"checkpoint at step {step} failed ({e}); the previous one ({last or 'none'}) is intact"
+                    log.write({"step": step, "checkpoint_error": str(e)})
+                    bar.write(f"[tailorlm] {msg}", file=sys.stderr)
+            if stop.requested and step < tc.steps:
+                bar.close()
+                name = signal.Signals(stop.signum).name
+                log.write({"step": step, "interrupted": name})
+                raise Interrupted(stop.signum, f"stopped by {name} after step {step}; checkpoint saved. "
+                                  f"Resume with: tailorlm train --resume {run}")
     bar.close()
 
     # ---- the result: the method's artefact, and a summary a person can read
@@ -167,7 +208,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
                "tokens_per_s": round(tokens_seen / max(train_time, 1e-9), 1),
                "wall_time_s": round(time.time() - t_start, 2), "first_loss": history[0]["loss"] if history else None,
                "last_loss": history[-1]["loss"] if history else None, "base": base_scores, "final": final_scores,
-               "data": data.report, "device": device}
+               "skipped_steps": skipped_steps, "data": data.report, "device": device}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     log.say(f"[tailorlm] done: {_fmt(final_scores)}; {summary['tokens_per_s']} tokens/s; run in {run}")
     return summary

@@ -1,23 +1,61 @@
-"""The training and validation loss: cross-entropy over label-bearing positions only.
+"""The training and validation loss: cross-entropy over label-bearing positions only, or over the
+classes of a classification head; and how a batch is built and fed for a given task and model.
 
 `keep` selects the columns with a target before the LM head, so a batch of short answers after
 long prompts computes (rows x K x vocab) logits instead of (rows x T x vocab). The sum (not the mean)
 is returned with its token count, so gradient accumulation and data parallelism can normalise by
 the number of target tokens in the whole global batch.
+
+What a method does to the sequence (virtual tokens in front of each row) is read from the model
+(methods.layout): batching then gives each example its own row, and `lm_logits` shifts the kept
+columns past the virtual positions. No method is named here.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import Batch
+from ..data.batching import Batch, collate, collate_classes
 from ..data.tokenize import IGNORE
+from ..methods.base import layout
+from ..models.arch import is_encoder
+
+
+def lm_logits(model, batch: Batch, keep: torch.Tensor) -> torch.Tensor:
+    """(rows, len(keep), vocab) logits at the batch's columns `keep`."""
+    lay = layout(model)
+    return model(input_ids=batch.input_ids, position_ids=batch.position_ids if lay.position_ids else None,
+                 attention_mask=batch.attention_mask, use_cache=False,
+                 logits_to_keep=keep + lay.logit_offset).logits
 
 
 def lm_loss_sum(model, batch: Batch) -> tuple[torch.Tensor, int]:
-    out = model(input_ids=batch.input_ids, position_ids=batch.position_ids, attention_mask=batch.attention_mask,
-                use_cache=False, logits_to_keep=batch.keep)
-    logits = out.logits                              # (rows, K, vocab)
+    logits = lm_logits(model, batch, batch.keep)     # (rows, K, vocab)
     targets = batch.targets[:, batch.keep]           # (rows, K)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, batch.n_targets
+
+
+def class_logits(model, batch: Batch) -> torch.Tensor:
+    """(rows, num_labels) logits of a sequence-classification head."""
+    kw = {} if is_encoder(model) else {"use_cache": False}   # not every encoder's forward takes use_cache
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                 position_ids=batch.position_ids if layout(model).position_ids else None, **kw).logits
+
+
+def class_loss_sum(model, batch: Batch) -> tuple[torch.Tensor, int]:
+    loss = F.cross_entropy(class_logits(model, batch).float(), batch.targets, reduction="sum")
+    return loss, batch.n_targets
+
+
+LOSSES = {"causal_lm": lm_loss_sum, "sequence_classification": class_loss_sum}
+
+
+def batcher(model, *, task: str, pad_id: int, packing: bool, row_tokens: int):
+    """examples -> Batch, as this task and this model need them: packed as configured, unless the
+    method puts virtual tokens in front of each row; one padded row per example for a classifier."""
+    if task == "sequence_classification":
+        return partial(collate_classes, pad_id=pad_id, left=not is_encoder(model))
+    return partial(collate, pad_id=pad_id, packing=packing and layout(model).packing, row_tokens=row_tokens)

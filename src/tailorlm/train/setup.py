@@ -20,9 +20,11 @@ def seed_everything(seed: int) -> None:
 
 
 def load_base(cfg: Config, num_labels: int | None = None, tokenizer=None):
+    """The base model the config names; a classifier gets a head over cfg.data.labels."""
     m = cfg.model
+    labels = cfg.data.labels if m.task == "sequence_classification" else None
     return load_model(m.path, dtype=m.dtype, task=m.task, trust_remote_code=m.trust_remote_code,
-                      allow_pickle=m.allow_pickle, num_labels=num_labels, tokenizer=tokenizer)
+                      allow_pickle=m.allow_pickle, num_labels=num_labels, tokenizer=tokenizer, labels=labels)
 
 
 def tokenizer_for(cfg: Config):
@@ -30,9 +32,12 @@ def tokenizer_for(cfg: Config):
 
 
 def build(cfg: Config) -> tuple[torch.nn.Module, object, Data]:
-    """Tokenizer, data (before the model: bad data fails fast), then the base model."""
+    """Tokenizer, data (before the model: bad data fails fast), then the base model. A classifier's
+    labels are pinned into cfg.data.labels, so the run reloads its head from the run alone."""
     tok = tokenizer_for(cfg)
-    data = build_data(cfg.data, tok, cfg.train.seed)
+    data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
+    if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
+        cfg.data.labels = data.labels
     model, tok = load_base(cfg, tokenizer=tok)
     return model, tok, data
 

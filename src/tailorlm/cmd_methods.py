@@ -1,0 +1,58 @@
+"""`tailorlm methods [--model M]`: the methods, and what each trains on a given model.
+
+With a model, each method is applied with its default settings to a skeleton of that model built on
+the meta device (shapes only: no weights are read and no memory is used, so this is instant even for
+a large model), and its trainable parameters are counted.
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+from .methods import METHODS, count
+
+# the pass-through needs a PEFT config; this one stands for "the rest of PEFT" in the table
+EXAMPLES = {"peft": {"config": {"peft_type": "LOHA", "r": 8, "target_modules": "all-linear"}}}
+
+
+def summary(m) -> str:
+    """The first sentence of the method module's docstring."""
+    text = " ".join((m.__doc__ or "").split())
+    return re.split(r"(?<!\bal)\.\s", text, maxsplit=1)[0].rstrip(".") + "."
+
+
+def skeleton(path: str, task: str, num_labels: int = 2):
+    """The model's architecture with weights on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from .models.arch import ARCHS
+    from .models.load import resolve
+
+    config = AutoConfig.from_pretrained(str(resolve(path)))
+    if task == "auto":
+        task = "sequence_classification" if ARCHS.get(config.model_type) and ARCHS[config.model_type].encoder \
+            else "causal_lm"
+    if task == "sequence_classification":
+        config.num_labels = num_labels
+        if config.pad_token_id is None:
+            config.pad_token_id = 0
+    cls = AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForCausalLM
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    model.name_or_path = str(resolve(path))
+    return model, task
+
+
+def table(path: str, task: str = "auto") -> tuple[list[dict], str]:
+    base, task = skeleton(path, task)
+    total = count(base)[1]
+    rows = []
+    for name, m in METHODS.items():
+        cfg = m.Config(**EXAMPLES.get(name, {}))
+        try:
+            n_train, _ = count(m.apply(copy.deepcopy(base), cfg))
+            rows.append({"method": name, "trainable": n_train, "share": n_train / total, "note": summary(m)})
+        except Exception as e:   # a method this model cannot take (e.g. prefix on a classifier): say why
+            rows.append({"method": name, "trainable": None, "share": None, "note": f"not applicable: {e}"})
+    return rows, f"{path} ({task}, {total:,} parameters)"

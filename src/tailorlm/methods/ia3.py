@@ -1,0 +1,43 @@
+"""IA3 (Liu et al. 2022, arXiv:2205.05638) through PEFT: learned vectors that rescale the keys, the
+values and the MLP's inner activations, l_k * k, l_v * v, l_ff * h; they start at one (the identity).
+The fewest parameters of any method here, and mergeable: each vector folds into its projection.
+For a classification model the new head trains too. Saved in PEFT's format."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict
+
+from .base import peft_load, peft_merge, peft_save, peft_task
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["ia3"] = "ia3"
+    targets: Union[Literal["default"], list[str]] = "default"   # PEFT's per-architecture choice (k, v, MLP out)
+    feedforward: Optional[list[str]] = None   # targets whose input (not output) is scaled; default: the MLP's
+
+
+def apply(model, cfg: Config, ctx=None):
+    from peft import IA3Config, get_peft_model
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
+
+    targets = None if cfg.targets == "default" else cfg.targets       # None: PEFT picks per model_type
+    ff = cfg.feedforward
+    if ff is None and targets is not None:     # custom targets: those among the architecture's MLP modules
+        ff = [t for t in targets if t in FF.get(model.config.model_type, [])]
+    return get_peft_model(model, IA3Config(task_type=peft_task(model), target_modules=targets,
+                                           feedforward_modules=ff))
+
+
+def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
+    peft_save(model, tokenizer, out_dir)
+
+
+def load(base_model, art_dir: Path):
+    return peft_load(base_model, art_dir)
+
+
+def merge(model):
+    return peft_merge(model)

@@ -1,0 +1,56 @@
+"""Any PEFT method, by its PEFT config: the rest of PEFT's ~45 tuners without code of ours.
+
+    method: {name: peft, config: {peft_type: LOHA, r: 8, target_modules: all-linear}}
+
+`task_type` is filled in from the model (CAUSAL_LM, or SEQ_CLS, which also trains the new head).
+The config is checked against PEFT's own config class when the run's config is read. Saved in PEFT's
+format; merged when PEFT can merge that method, NotMergeable otherwise.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .base import peft_load, peft_merge, peft_save, peft_task
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["peft"] = "peft"
+    config: dict[str, Any]
+
+    @field_validator("config")
+    @classmethod
+    def _peft_config(cls, v: dict) -> dict:
+        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+        ptype = str(v.get("peft_type", "")).upper()
+        if ptype not in PEFT_TYPE_TO_CONFIG_MAPPING:
+            raise ValueError(f"config.peft_type must be one of {', '.join(sorted(PEFT_TYPE_TO_CONFIG_MAPPING))} "
+                             f"(got {v.get('peft_type')!r})")
+        rest = {k: x for k, x in v.items() if k != "peft_type"}
+        try:
+            PEFT_TYPE_TO_CONFIG_MAPPING[ptype](**rest)
+        except TypeError as e:   # an unknown field
+            raise ValueError(f"{ptype}: {e}") from None
+        return {**v, "peft_type": ptype}
+
+
+def apply(model, cfg: Config, ctx=None):
+    from peft import get_peft_config, get_peft_model
+
+    return get_peft_model(model, get_peft_config({"task_type": peft_task(model), **cfg.config}))
+
+
+def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
+    peft_save(model, tokenizer, out_dir)
+
+
+def load(base_model, art_dir: Path):
+    return peft_load(base_model, art_dir)
+
+
+def merge(model):
+    return peft_merge(model)

@@ -1,0 +1,58 @@
+"""Prompt tuning (Lester et al. 2021, arXiv:2104.08691) through PEFT: a few trainable input embeddings
+("virtual tokens") in front of every row; the model itself stays frozen. For a classification model
+the new head trains too.
+
+The virtual tokens start as the embeddings of a text (`init: text`, e.g. a description of the task;
+the paper's best start), of tokens sampled from the vocabulary (`init: vocab`), or as random vectors
+(`init: random`). The prefix is per row, so examples are not packed (see methods.base.Layout).
+Saved in PEFT's format. Cannot merge: there is no weight to fold a prompt into.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .base import peft_load, peft_merge, peft_save, peft_task
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["prompt"] = "prompt"
+    virtual_tokens: int = Field(20, ge=1)
+    init: Literal["text", "vocab", "random"] = "vocab"
+    init_text: Optional[str] = None          # required by init: text
+
+    @model_validator(mode="after")
+    def _text(self) -> "Config":
+        if (self.init == "text") != (self.init_text is not None):
+            raise ValueError("init: text and init_text go together (init_text is the text the virtual tokens "
+                             "start from)")
+        return self
+
+
+def apply(model, cfg: Config, ctx=None):
+    from peft import PromptTuningConfig, get_peft_model
+
+    kw = {}
+    if cfg.init == "text":
+        if not model.name_or_path:
+            raise ValueError("prompt init: text needs the model's folder (for its tokenizer)")
+        kw = dict(prompt_tuning_init_text=cfg.init_text, tokenizer_name_or_path=str(model.name_or_path))
+    pcfg = PromptTuningConfig(task_type=peft_task(model), num_virtual_tokens=cfg.virtual_tokens,
+                              prompt_tuning_init={"text": "TEXT", "vocab": "SAMPLE_VOCAB", "random": "RANDOM"}[cfg.init],
+                              **kw)
+    return get_peft_model(model, pcfg)
+
+
+def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
+    peft_save(model, tokenizer, out_dir)
+
+
+def load(base_model, art_dir: Path):
+    return peft_load(base_model, art_dir)
+
+
+def merge(model):
+    return peft_merge(model)

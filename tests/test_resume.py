@@ -1,0 +1,182 @@
+"""Nothing lost: killed runs resume to the same numbers; faults are skipped, detected and named."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tailorlm.config import load_config, to_yaml
+from tailorlm.train import checkpoint
+from tailorlm.train.log import read_metrics
+from tailorlm.train.loop import train
+
+STEPS = 12
+
+
+def write_cfg(tmp_path, tiny_llama, data, name, **train_over):
+    raw = {"model": str(tiny_llama), "data": {"train": str(data), "format": "text", "max_length": 48, "val_max": 8},
+           "method": {"name": "lora", "r": 4, "alpha": 8}, "output": {"dir": str(tmp_path / name)},
+           "train": {"steps": STEPS, "batch_size": 4, "grad_accum": 2, "lr": 1e-2, "warmup": 2, "log_every": 1,
+                     "eval_every": 100, "save_every": 4, "keep_last": 5, "precision": "fp32", **train_over},
+           "eval": {"max_examples": 8}}
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(to_yaml(load_config(raw=raw)))
+    return p
+
+
+def cli(*args, env=None, **kw):
+    import tailorlm  # the child runs the same tailorlm as this test, installed or not
+
+    src = str(Path(tailorlm.__file__).parents[1])
+    return subprocess.Popen([sys.executable, "-m", "tailorlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": src, **(env or {})}, **kw)
+
+
+def wait_for_step(run, step, proc, timeout=120):
+    t = time.time()
+    while time.time() - t < timeout:
+        done = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+        if done and done[-1]["step"] >= step:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise TimeoutError
+
+
+def per_step(run):
+    return {r["step"]: (r["loss"], r["examples"]) for r in read_metrics(run / "metrics.jsonl") if "loss" in r}
+
+
+def final_weights(run):
+    return load_file(str(run / "final" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_llama, tweets_text_file):
+    tmp = tmp_path_factory.mktemp("ref")
+    train(load_config(write_cfg(tmp, tiny_llama, tweets_text_file, "ref")), quiet=True)
+    return tmp / "ref"
+
+
+def assert_same_run(run, reference):
+    assert per_step(run) == per_step(reference)            # every loss, and every example id, per step
+    ref, got = final_weights(reference), final_weights(run)
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_sigkill_mid_step_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_llama, tweets_text_file, reference):
+    cfg = write_cfg(tmp_path, tiny_llama, tweets_text_file, "run")
+    p = cli("train", str(cfg), "--quiet")
+    wait_for_step(tmp_path / "run", 6, p)
+    p.kill()
+    p.wait()
+    r = cli("train", "--resume", str(tmp_path / "run"), "--quiet")
+    out, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-2000:]
+    assert "resumed from step-00000" in err
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_sigkill_mid_save_leaves_the_previous_checkpoint_and_resumes_exactly(tmp_path, tiny_llama, tweets_text_file,
+                                                                             reference):
+    cfg = write_cfg(tmp_path, tiny_llama, tweets_text_file, "run")
+    p = cli("train", str(cfg), "--quiet", env={checkpoint.KILL_IN_SAVE: "8"})
+    p.communicate(timeout=300)
+    assert p.returncode == -signal.SIGKILL
+    ck = tmp_path / "run" / "checkpoints"
+    assert [d.name for d in ck.glob("step-*")] == ["step-000004"] and list(ck.glob(".step-000008*"))
+    assert checkpoint.verify(ck / "step-000004") is None
+    r = cli("train", "--resume", str(tmp_path / "run"), "--quiet")
+    _, err = r.communicate(timeout=300)
+    assert r.returncode == 0 and "removed .step-000008" in err and "resumed from step-000004" in err, err[-2000:]
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path, tiny_llama, tweets_text_file, reference):
+    cfg = write_cfg(tmp_path, tiny_llama, tweets_text_file, "run")
+    p = cli("train", str(cfg), "--quiet")
+    wait_for_step(tmp_path / "run", 2, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM after step" in err and f"tailorlm train --resume {tmp_path / 'run'}" in err
+    last, _ = checkpoint.latest(tmp_path / "run" / "checkpoints")
+    stopped_at = int(err.split("after step ")[1].split(";")[0])
+    assert last.name == f"step-{stopped_at:06d}" and stopped_at < STEPS
+    r = cli("train", "--resume", str(tmp_path / "run"), "--quiet")
+    _, err = r.communicate(timeout=300)
+    assert r.returncode == 0, err[-2000:]
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_a_tampered_or_truncated_checkpoint_is_detected_and_skipped(reference, tmp_path):
+    import shutil
+
+    ck = tmp_path / "ck"
+    shutil.copytree(reference / "checkpoints", ck)
+    newest = sorted(ck.glob("step-*"))[-1]
+    data = (newest / "trainable.safetensors").read_bytes()
+    (newest / "trainable.safetensors").write_bytes(data[:-10] + bytes(10))
+    second = sorted(ck.glob("step-*"))[-2]
+    (second / "optimizer.pt").write_bytes((second / "optimizer.pt").read_bytes()[:100])
+    last, notes = checkpoint.latest(ck)
+    assert last == sorted(ck.glob("step-*"))[-3]
+    assert notes == [f"skipped {newest.name}: trainable.safetensors does not match its hash (truncated or modified)",
+                     f"skipped {second.name}: optimizer.pt does not match its hash (truncated or modified)"]
+
+
+def test_a_nan_step_is_skipped_and_counted_and_too_many_stop_the_run(tmp_path, tiny_llama, tweets_text_file,
+                                                                    monkeypatch):
+    import tailorlm.train.loop as loop
+
+    real, calls = loop.LOSSES["causal_lm"], {"n": 0}
+
+    def nan_on_step_5(model, batch):  # 2 micro-batches per step: training calls 9 and 10 are step 5
+        calls["n"] += model.training
+        s, n = real(model, batch)
+        return (s * float("nan"), n) if calls["n"] in (9, 10) else (s, n)
+
+    monkeypatch.setitem(loop.LOSSES, "causal_lm", nan_on_step_5)
+    s = train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "nan")), quiet=True)
+    recs = {r["step"]: r for r in read_metrics(tmp_path / "nan" / "metrics.jsonl") if "loss" in r}
+    assert recs[5].get("skipped") and not any(recs[k].get("skipped") for k in recs if k != 5)
+    assert s["skipped_steps"] == 1 and all(torch.isfinite(v).all() for v in final_weights(tmp_path / "nan").values())
+
+    monkeypatch.setitem(loop.LOSSES, "causal_lm", lambda m, b: (real(m, b)[0] * float("inf"), b.n_targets))
+    with pytest.raises(FloatingPointError, match="3 steps in a row had a non-finite loss.*stopped"):
+        train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "inf")), quiet=True)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, tiny_llama, tweets_text_file, monkeypatch):
+    import errno
+
+    real = checkpoint.save_file
+
+    def full_at_step_8(tensors, path):
+        if "step-000008" in str(path) or ".step-000008" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_at_step_8)
+    train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "full")), quiet=True)
+    ck = tmp_path / "full" / "checkpoints"
+    assert sorted(d.name for d in ck.iterdir()) == ["step-000004", "step-000012"]  # no debris from the failed save
+    assert checkpoint.verify(ck / "step-000004") is None
+    errs = [r for r in read_metrics(tmp_path / "full" / "metrics.jsonl") if "checkpoint_error" in r]
+    assert errs[0]["step"] == 8 and "No space left" in errs[0]["checkpoint_error"]
+
+
+def test_rotation_never_deletes_the_last_verified_checkpoint(tmp_path):
+    root = tmp_path / "ck"
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    for step in (1, 2, 3):
+        checkpoint.save(root / f"step-{step:06d}", params={"w": torch.ones(2)}, optimizer=opt, state={"step": step})
+    (root / "step-000003" / "manifest.json").unlink()          # the newest is incomplete
+    checkpoint.rotate(root, keep_last=1)
+    assert sorted(d.name for d in root.iterdir()) == ["step-000002", "step-000003"]
