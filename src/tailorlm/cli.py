@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"tailorlm {args.command}: {e}", file=sys.stderr)
         return e.exit_code
-    except (ConfigError, DataError, ModelError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
+    except (ConfigError, DataError, ModelError, FileExistsError, FileNotFoundError, FloatingPointError,
+            MemoryError) as e:
         print(f"tailorlm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -219,13 +219,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 SECRET_KEY = re.compile(r"token|key|secret|password", re.I)
 
 
+def redact(node: Any) -> Any:
+    """A copy with the string value of every token/key/secret/password-named key replaced by ***."""
+    if isinstance(node, dict):
+        return {k: ("***" if SECRET_KEY.search(str(k)) and isinstance(v, str) else redact(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact(v) for v in node]
+    return node
+
+
 def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML, with any secret-looking value redacted."""
-    def scrub(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: ("***" if SECRET_KEY.search(str(k)) and isinstance(v, str) else scrub(v))
-                    for k, v in node.items()}
-        if isinstance(node, list):
-            return [scrub(v) for v in node]
-        return node
-    return yaml.safe_dump(scrub(cfg.model_dump(mode="json")), sort_keys=False)
+    return yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False)

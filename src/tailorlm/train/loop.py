@@ -129,9 +129,12 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
             loss_sum = 0.0
             for b in micro:
                 b = b.to(device)
-                with autocast(device, tc.precision):
-                    s, _ = loss_fn(model, b)
-                (s / n_tokens).backward()
+                try:
+                    with autocast(device, tc.precision):
+                        s, _ = loss_fn(model, b)
+                    (s / n_tokens).backward()
+                except (torch.OutOfMemoryError, MemoryError) as e:
+                    raise MemoryError(out_of_memory_advice(cfg, b, e)) from None
                 loss_sum += float(s.detach())
             gnorm = (torch.nn.utils.clip_grad_norm_(list(params.values()), tc.max_grad_norm or float("inf"))
                      if params else torch.tensor(0.0))
@@ -212,6 +215,24 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     log.say(f"[tailorlm] done: {_fmt(final_scores)}; {summary['tokens_per_s']} tokens/s; run in {run}")
     return summary
+
+
+def out_of_memory_advice(cfg: Config, batch, err: BaseException) -> str:
+    """What would fit: the same global batch in smaller micro-batches, and activation checkpointing."""
+    tc = cfg.train
+    tips = []
+    if tc.batch_size > 1:
+        b = max(1, tc.batch_size // 2)
+        tips.append(f"train.batch_size={b} train.grad_accum={tc.grad_accum * tc.batch_size // b} "
+                    "(same global batch, half the activations)")
+    if not tc.gradient_checkpointing:
+        tips.append("train.gradient_checkpointing=true (recompute activations in backward)")
+    if cfg.data.max_length > 256:
+        tips.append(f"data.max_length={cfg.data.max_length // 2} (shorter rows)")
+    if cfg.method.name == "full":
+        tips.append("method=lora (no optimiser state for the base weights)")
+    return (f"out of memory on a micro-batch of {tuple(batch.input_ids.shape)} tokens ({err}). Try: "
+            + "; or ".join(tips))
 
 
 def _fmt(scores: dict) -> str:

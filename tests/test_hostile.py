@@ -1,0 +1,86 @@
+"""Hostile and bad input: pickles are refused unexecuted, secrets stay out of the run, OOM advises."""
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from tailorlm.config import load_config, to_yaml
+from tailorlm.models.load import ModelError, load_model
+from tailorlm.train.loop import train
+
+
+class _Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling this would create the marker file
+
+
+def _pickled_model_dir(tmp_path, tiny_llama):
+    d = tmp_path / "evil"
+    d.mkdir()
+    for f in tiny_llama.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, d / f.name)
+    marker = tmp_path / "PWNED"
+    with open(d / "pytorch_model.bin", "wb") as fh:
+        pickle.dump({"model.embed_tokens.weight": _Exploit(str(marker))}, fh)
+    return d, marker
+
+
+def test_pickled_weights_are_refused_without_being_executed(tmp_path, tiny_llama):
+    d, marker = _pickled_model_dir(tmp_path, tiny_llama)
+    with pytest.raises(ModelError, match=r"weights are pickled \(pytorch_model.bin\).*Fix: convert them to safetensors"):
+        load_model(str(d))
+    assert not marker.exists()
+    # opting in still goes through torch.load(weights_only=True), which refuses the payload
+    with pytest.raises(Exception):
+        load_model(str(d), allow_pickle=True)
+    assert not marker.exists()
+
+
+def test_a_missing_model_folder_says_what_to_do():
+    with pytest.raises(ModelError, match="neither a local folder nor an embedded model.*tailorlm downloads nothing"):
+        load_model("meta-llama/Llama-3.2-1B")
+
+
+def test_secrets_never_reach_any_file_the_run_writes(tmp_path, tiny_llama, tweets_text_file, monkeypatch):
+    secret = "hf_s3cr3tVALUE_do_not_log"
+    for var in ("HF_TOKEN", "WANDB_API_KEY", "MY_SERVICE_SECRET"):
+        monkeypatch.setenv(var, secret)
+    cfg = load_config(raw={"model": str(tiny_llama), "data": {"train": str(tweets_text_file), "format": "text",
+                                                             "max_length": 32, "val_max": 4},
+                           "train": {"steps": 2, "batch_size": 2, "save_every": 1, "eval_every": 2},
+                           "eval": {"max_examples": 4}, "output": {"dir": str(tmp_path / "run")}})
+    train(cfg, quiet=True)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert len(files) > 8
+    for p in files:
+        assert secret.encode() not in p.read_bytes(), p
+
+
+def test_secret_looking_config_values_are_redacted_when_saved():
+    from tailorlm.config import redact
+
+    got = redact({"a": {"hub_token": "abc", "api_key": "k", "n_virtual_tokens": 8, "name": "x"}, "b": ["s"]})
+    assert got == {"a": {"hub_token": "***", "api_key": "***", "n_virtual_tokens": 8, "name": "x"}, "b": ["s"]}
+
+
+def test_out_of_memory_suggests_settings_that_fit(tmp_path, tiny_llama, tweets_text_file, monkeypatch):
+    import tailorlm.train.loop as loop
+
+    def oom(model, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setitem(loop.LOSSES, "causal_lm", oom)
+    cfg = load_config(raw={"model": str(tiny_llama), "data": {"train": str(tweets_text_file), "format": "text"},
+                           "train": {"steps": 2, "batch_size": 8, "grad_accum": 2}, "eval": {"before": False},
+                           "output": {"dir": str(tmp_path / "run")}})
+    with pytest.raises(MemoryError) as e:
+        train(cfg, quiet=True)
+    msg = str(e.value)
+    assert "train.batch_size=4 train.grad_accum=4" in msg and "train.gradient_checkpointing=true" in msg
