@@ -85,6 +85,26 @@ class EvalConfig(Strict):
     max_examples: int = Field(300, ge=1)          # held-out rows scored for task metrics
     batch_size: int = Field(16, ge=1)
     before: bool = True                           # score the base model at step 0
+    metric: Literal["val_loss", "accuracy", "macro_f1"] = "val_loss"   # picks the best checkpoint
+    patience: Optional[int] = Field(None, ge=1)   # early stopping after this many evaluations without gain
+    min_delta: float = Field(0.0, ge=0)
+    keep_best: bool = True                        # final/ holds the best evaluation's weights, not the last
+    fewshot: int = Field(0, ge=0)                 # also score the base model with k training examples in context
+
+
+class RetentionConfig(Strict):
+    reference: Optional[str] = "auto"             # auto: written by the base model at step 0; a text file; or null
+    samples: int = Field(32, ge=2)                # auto reference: how many base-model samples (half probe, half replay)
+    sample_tokens: int = Field(96, ge=8)
+    max_length: int = Field(128, ge=16)           # reference blocks from a file
+    max_forgetting: Optional[float] = None        # budget: reference-NLL increase (nats/token) a final model may have
+    patience: int = Field(1, ge=1)                # stop once over budget for this many evaluations
+    replay: float = Field(0.0, ge=0, le=1)        # replay examples per task example in each step
+    replay_data: Optional[str] = None             # replay this text file instead of the reference's replay half
+    l2sp: float = Field(0.0, ge=0)                # weight of sum (theta - theta0)^2
+    ewc: float = Field(0.0, ge=0)                 # weight of sum F (theta - theta0)^2
+    distill: float = Field(0.0, ge=0)             # weight of KL(base || tuned) on replay batches
+    temperature: float = Field(1.0, gt=0)
 
 
 class OutputConfig(Strict):
@@ -101,6 +121,7 @@ class Config(Strict):
     method: MethodConfig = Field(default_factory=lambda: METHOD_CONFIGS["lora"]())
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    retention: RetentionConfig = RetentionConfig()
     output: OutputConfig = OutputConfig()
 
     @field_validator("model", mode="before")

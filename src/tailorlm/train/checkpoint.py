@@ -71,9 +71,11 @@ def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: d
         save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
         if os.environ.get(KILL_IN_SAVE) == str(state.get("step")):  # fault injection for the tests
             os.kill(os.getpid(), signal.SIGKILL)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        files = ["trainable.safetensors", "state.json"]
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            files.append("optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state))
-        files = ["trainable.safetensors", "optimizer.pt", "state.json"]
         for f in files:
             _fsync(tmp / f)
         (tmp / MANIFEST).write_text(json.dumps({f: _sha256(tmp / f) for f in files}))

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from ..config import Config, to_yaml
+from ..retention.guard import Guard
+from ..retention.session import Retention
 from ..data.batching import Order
 from ..eval.metrics import val_loss
 from ..eval.tasks import ACCURACY
@@ -19,7 +21,7 @@ from ..methods import METHODS, count, trainable
 from . import checkpoint
 from .device import autocast, pick_device, resolve_precision
 from .log import MetricsLog
-from .loss import LOSSES, batcher
+from .loss import LOSSES, batcher, lm_loss_sum
 from .optim import build_optimizer, build_scheduler
 from .preflight import audit_data
 from .signals import GracefulStop, Interrupted
@@ -83,6 +85,16 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
         base_scores = evaluate(model, data, cfg, device)
         (run / "base_eval.json").write_text(json.dumps(base_scores, indent=1))
         log.say(f"[tailorlm] base model: {_fmt(base_scores)}")
+    retention = None
+    if cfg.retention.reference and cfg.model.task == "causal_lm":
+        model.to(device)
+        retention = Retention(cfg.retention, model, tok, device=device, precision=tc.precision, seed=tc.seed,
+                              batch_size=tc.batch_size)
+        log.say(f"[tailorlm] retention probe on {len(retention.probe.ref)} reference texts: base NLL "
+                f"{retention.base['ref_nll']:.4f}")
+        if base_scores is not None:
+            base_scores.update(retention.base)
+            (run / "base_eval.json").write_text(json.dumps(base_scores, indent=1))
     model = method.apply(model, cfg.method)
     model.to(device)
     if tc.gradient_checkpointing:
@@ -94,6 +106,10 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
     loss_fn = LOSSES[cfg.model.task]
     log.say(f"[tailorlm] method {cfg.method.name}: {n_train:,} of {n_total:,} parameters trainable "
             f"({100 * n_train / n_total:.3f}%)")
+    if retention is not None:
+        retention.attach(model, params)
+    guard = Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
+                  cfg.retention.patience)
     opt = build_optimizer(params, tc.lr, tc.weight_decay, device)
     sched = build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule, min_ratio=tc.min_lr_ratio)
     order = Order(len(data.train), tc.batch_size, tc.seed)
@@ -109,8 +125,13 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
             checkpoint.set_rng_state(st["rng"])
             step, history, tokens_seen, train_time = st["step"], st["history"], st["tokens_seen"], st["train_time"]
             base_scores, skipped_steps = st.get("base_scores"), st.get("skipped_steps", 0)
+            guard.load(st.get("guard", {}))
             log.truncate_after(step)  # the killed run may have logged steps past its last checkpoint
             log.say(f"[tailorlm] resumed from {last.name} (step {step})", always=True)
+    if step == 0 and cfg.retention.max_forgetting is not None and cfg.eval.keep_best:
+        # the start is within any budget: if no evaluation qualifies, final/ is the untouched start
+        checkpoint.save(ckpt_root / "best", params=params, optimizer=None, state={"step": 0})
+        guard.best_step = 0
     if base_scores is None and (run / "base_eval.json").is_file():
         base_scores = json.loads((run / "base_eval.json").read_text())
 
@@ -118,24 +139,40 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
     model.train()
     from tqdm.auto import tqdm
     bar = tqdm(total=tc.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
-    bad_in_a_row, last_saved = 0, step
+    bad_in_a_row, last_saved, stopped = 0, step, None
     with GracefulStop() as stop:
         while step < tc.steps:
             t0 = time.time()
             micro = [make_batch([data.train[i] for i in order.micro_batch(step * tc.grad_accum + a)])
                      for a in range(tc.grad_accum)]
+            replay = retention.replay_batch(step) if retention is not None else None
+            mixed = replay if (replay is not None and retention.mixes_replay) else None
             # normalise by the target tokens of the whole accumulated batch, not a mean of micro-batch means
             n_tokens = sum(b.n_targets for b in micro)
-            loss_sum = 0.0
+            n_all = n_tokens + (mixed.n_targets if mixed is not None else 0)
+            loss_sum, extra = 0.0, {}
             for b in micro:
                 b = b.to(device)
                 try:
                     with autocast(device, tc.precision):
                         s, _ = loss_fn(model, b)
-                    (s / n_tokens).backward()
+                    (s / n_all).backward()
                 except (torch.OutOfMemoryError, MemoryError) as e:
                     raise MemoryError(out_of_memory_advice(cfg, b, e)) from None
                 loss_sum += float(s.detach())
+            if mixed is not None:  # replay: general text mixed into the step, in the same normalisation
+                with autocast(device, tc.precision):
+                    s, _ = lm_loss_sum(model, mixed)
+                (s / n_all).backward()
+                extra["replay_loss"] = float(s.detach()) / max(mixed.n_targets, 1)
+            if retention is not None:
+                with autocast(device, tc.precision):
+                    pen = retention.penalty(model, params, replay)
+                if pen is not None:
+                    pen.backward()
+                    extra["penalty"] = float(pen.detach())
+                    if not math.isfinite(extra["penalty"]):
+                        loss_sum = float("nan")  # a non-finite penalty skips the step like a non-finite loss
             gnorm = (torch.nn.utils.clip_grad_norm_(list(params.values()), tc.max_grad_norm or float("inf"))
                      if params else torch.tensor(0.0))
             finite = math.isfinite(loss_sum) and math.isfinite(float(gnorm))
@@ -156,7 +193,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
             loss = loss_sum / n_tokens
             rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "tokens": step_tokens,
                    "target_tokens": n_tokens, "tokens_per_s": step_tokens / dt,
-                   "epoch": order.epoch_of(step * tc.grad_accum), "examples": [i for b in micro for i in b.ids]}
+                   "epoch": order.epoch_of(step * tc.grad_accum), "examples": [i for b in micro for i in b.ids],
+                   **extra}
             if not finite:
                 rec["skipped"] = "non-finite loss or gradient norm"
                 bar.write(f"[tailorlm] step {step}: non-finite loss/gradient, update skipped "
@@ -175,13 +213,32 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
 
             if step % tc.eval_every == 0 or step == tc.steps:
                 scores = evaluate(model, data, cfg, device)
-                log.write({"step": step, "eval": scores})
+                if retention is not None:
+                    scores.update(retention.measure(model))
+                recent = [h["loss"] for h in history[-tc.eval_every:] if math.isfinite(h["loss"])]
+                verdict = guard.update(step, scores, sum(recent) / len(recent) if recent else None)
+                log.write({"step": step, "eval": scores, "best": verdict.improved, "warnings": verdict.warnings})
                 scores["step"] = step
-                bar.write(f"[tailorlm] step {step}: {_fmt(scores)}", file=sys.stderr)
+                bar.write(f"[tailorlm] step {step}: {_fmt(scores)}{' (best)' if verdict.improved else ''}",
+                          file=sys.stderr)
+                for w in verdict.warnings:
+                    bar.write(f"[tailorlm] warning: {w}", file=sys.stderr)
+                if verdict.improved and cfg.eval.keep_best:
+                    try:
+                        checkpoint.save(ckpt_root / "best", params=params, optimizer=None, state={"step": step})
+                    except OSError as e:  # the best so far could not be kept: say so, keep the run going
+                        guard.best_step = None
+                        log.write({"step": step, "checkpoint_error": f"best: {e}"})
+                        bar.write(f"[tailorlm] could not save the best checkpoint ({e}); final/ will be the "
+                                  "last step", file=sys.stderr)
+                if verdict.stop:
+                    bar.write(f"[tailorlm] {verdict.stop}; stopping at step {step}", file=sys.stderr)
+                    log.write({"step": step, "stopped": verdict.stop})
+                    stopped = verdict.stop
             if step % tc.save_every == 0 or step == tc.steps or (stop.requested and last_saved != step):
                 state = {"step": step, "scheduler": sched.state_dict(), "rng": checkpoint.rng_state(),
                          "history": history, "tokens_seen": tokens_seen, "train_time": train_time,
-                         "base_scores": base_scores, "skipped_steps": skipped_steps}
+                         "base_scores": base_scores, "skipped_steps": skipped_steps, "guard": guard.state()}
                 try:
                     checkpoint.save(ckpt_root / f"step-{step:06d}", params=params, optimizer=opt, state=state)
                     checkpoint.rotate(ckpt_root, tc.keep_last)
@@ -197,21 +254,35 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
                 log.write({"step": step, "interrupted": name})
                 raise Interrupted(stop.signum, f"stopped by {name} after step {step}; checkpoint saved. "
                                   f"Resume with: tailorlm train --resume {run}")
+            if stopped:
+                break
     bar.close()
+    if cfg.eval.keep_best and guard.best_step is not None and guard.best_step != step:
+        checkpoint.load(ckpt_root / "best", model=model)  # final/ is the best evaluation's weights
+        what = (f"the start (step 0): no evaluation was within the forgetting budget" if guard.best_step == 0 else
+                f"the best evaluation (step {guard.best_step}, {cfg.eval.metric} {guard.best_value:.4f})")
+        log.say(f"[tailorlm] final/ holds {what}, not the last step ({step})", always=True)
+        scores = None
 
     # ---- the result: the method's artefact, and a summary a person can read
     final = run / "final"
     if final.exists():
         shutil.rmtree(final)
     method.save(model, tok, final)
-    final_scores = scores if scores is not None and scores.get("step") == step else evaluate(model, data, cfg, device)
+    if scores is not None and scores.get("step") == step:
+        final_scores = scores
+    else:
+        final_scores = evaluate(model, data, cfg, device)
+        if retention is not None:
+            final_scores.update(retention.measure(model))
     final_scores.pop("step", None)
     summary = {"method": cfg.method.name, "steps": step, "trainable_params": n_train, "total_params": n_total,
                "train_tokens": tokens_seen, "train_time_s": round(train_time, 2),
                "tokens_per_s": round(tokens_seen / max(train_time, 1e-9), 1),
                "wall_time_s": round(time.time() - t_start, 2), "first_loss": history[0]["loss"] if history else None,
                "last_loss": history[-1]["loss"] if history else None, "base": base_scores, "final": final_scores,
-               "skipped_steps": skipped_steps, "data": data.report, "device": device}
+               "skipped_steps": skipped_steps, "best_step": guard.best_step, "stopped_early": stopped,
+               "data": data.report, "device": device}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     log.say(f"[tailorlm] done: {_fmt(final_scores)}; {summary['tokens_per_s']} tokens/s; run in {run}")
     return summary

@@ -1,0 +1,1 @@
+"""Forgetting: measure it against the base model during training, and reduce it."""

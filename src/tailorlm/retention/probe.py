@@ -1,0 +1,64 @@
+"""The retention probe: how far the tuned model has drifted from the base on general text.
+
+    ref_nll   per-token NLL on the reference text (the base's value is stored at step 0)
+    kl        KL(base || tuned) of next-token distributions at fixed reference positions, in nats,
+              averaged over positions; the base's log-probabilities at those positions are kept
+              from step 0 (positions x vocab floats, a few MB), so no second model is needed.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.batching import collate
+from ..data.tokenize import Example
+from ..eval.metrics import val_loss
+from ..train.device import autocast
+from ..train.loss import lm_logits
+
+
+def kl_positions(examples: list[Example], every: int = 8) -> list[Example]:
+    """The same examples with targets only at every `every`-th position: where KL is read."""
+    out = []
+    for e in examples:
+        labels = [t if (i % every == every - 1) else -100 for i, t in enumerate(e.input_ids)]
+        out.append(Example(e.input_ids, labels, e.file, e.line, e.id))
+    return out
+
+
+@torch.no_grad()
+def next_token_logprobs(model, examples: list[Example], *, pad_id: int, device: str, precision: str,
+                        batch_size: int = 8) -> torch.Tensor:
+    """(positions, vocab) log-probabilities at the examples' target columns, in example order."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(examples), batch_size):
+        b = collate(examples[i:i + batch_size], pad_id, packing=False).to(device)
+        with autocast(device, precision):
+            logits = lm_logits(model, b, b.keep)               # (rows, K, vocab)
+        mask = b.targets[:, b.keep] != -100                      # (rows, K)
+        out.append(logits.float().log_softmax(-1)[mask].cpu())  # (positions, vocab)
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def kl_divergence(base_logp: torch.Tensor, tuned_logp: torch.Tensor) -> float:
+    """Mean over positions of KL(base || tuned) = sum_v p_base (log p_base - log p_tuned)."""
+    return float((base_logp.exp() * (base_logp - tuned_logp)).sum(-1).mean())
+
+
+class Probe:
+    def __init__(self, reference: list[Example], *, pad_id: int, device: str, precision: str, batch_size: int = 8):
+        self.ref, self.kl_ex = reference, kl_positions(reference)
+        self.kw = dict(pad_id=pad_id, device=device, precision=precision)
+        self.batch_size = batch_size
+        self.base: dict | None = None
+        self.base_logp: torch.Tensor | None = None
+
+    def measure(self, model) -> dict:
+        nll = val_loss(model, self.ref, batch_size=self.batch_size, packing=False, **self.kw)["loss"]
+        logp = next_token_logprobs(model, self.kl_ex, batch_size=self.batch_size, **self.kw)
+        if self.base is None:  # step 0: this is the base model
+            self.base, self.base_logp = {"ref_nll": nll}, logp
+        return {"ref_nll": nll, "ref_nll_change": nll - self.base["ref_nll"],
+                "kl_to_base": kl_divergence(self.base_logp, logp)}

@@ -1,0 +1,64 @@
+"""The general-text reference that forgetting is measured on.
+
+By default it is written by the base model itself at step 0: short paragraphs it generates for
+generic prompts, sampled with a fixed seed. Its NLL under the base model is low by construction,
+so any rise during tuning is capability lost, and no external data is needed. A user may instead
+give a JSONL/CSV/Parquet file with a `text` field (e.g. Wikipedia), read as `text` format.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.read import read_rows
+from ..data.tokenize import Example
+
+TOPICS = ["the history of bridges", "how vaccines work", "the water cycle", "a recipe for bread", "the planet Mars",
+          "why the sky is blue", "the rules of chess", "how a computer stores numbers", "the French Revolution",
+          "photosynthesis", "the life of honey bees", "how to learn a language", "volcanoes", "the printing press",
+          "ocean tides", "the human heart", "jazz music", "the Roman Empire", "electric cars", "the moon landing",
+          "how rain forms", "the Olympic Games", "a good night's sleep", "the invention of the telephone"]
+
+
+def read_reference(path: str, tok, max_length: int, limit: int) -> list[Example]:
+    """`limit` blocks of a user-supplied general text file, spread evenly over the whole file (not
+    its first article), every token a target."""
+    rows = [r for r in read_rows(path, "skip").rows if isinstance(r.get("text"), str) and r["text"].strip()]
+    if not rows:
+        raise ValueError(f"{path}: no rows with a non-empty 'text' field for the retention reference")
+    ids_per_row = tok([r["text"] for r in rows], add_special_tokens=False)["input_ids"]
+    blocks = [(r, ids[s:s + max_length]) for r, ids in zip(rows, ids_per_row)
+              for s in range(0, len(ids), max_length) if len(ids[s:s + max_length]) >= 16]
+    pick = blocks if len(blocks) <= limit else [blocks[i * len(blocks) // limit] for i in range(limit)]
+    return [Example(chunk, list(chunk), path, r["_line"], i) for i, (r, chunk) in enumerate(pick)]
+
+
+@torch.no_grad()
+def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: str) -> list[Example]:
+    """n base-model samples for generic prompts; the whole rendered sample (prompt + answer) is the
+    reference text, and every position is scored."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    prompts = [f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}." for i in range(n)]
+    tok_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for i in range(0, n, 8):
+            chunk = prompts[i:i + 8]
+            if getattr(tok, "chat_template", None):
+                texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in chunk]
+            else:
+                texts = chunk
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+            gen = model.generate(**enc, max_new_tokens=new_tokens, do_sample=True, top_p=0.9, temperature=0.8,
+                                 pad_token_id=tok.pad_token_id)
+            for row in gen.tolist():
+                ids = [t for t in row if t != tok.pad_token_id]
+                out.append(Example(ids, list(ids), "<base-model samples>", len(out) + 1, len(out)))
+    finally:
+        tok.padding_side = tok_side
+        model.train(was_training)
+    return out

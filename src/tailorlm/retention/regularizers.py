@@ -1,0 +1,85 @@
+"""Penalties that hold the tuned weights near what the base model knew.
+
+    l2sp     lambda * sum (theta - theta0)^2                      Li, Grandvalet & Davoine 2018 (L2-SP)
+    ewc      lambda * sum F * (theta - theta0)^2, F the diagonal Fisher of the reference NLL at step 0
+                                                                  Kirkpatrick et al. 2017 (EWC)
+    distill  lambda * T^2 * KL(base_T || tuned_T) on replay/reference batches, base = the frozen model
+             (for adapter methods, the same model with its adapters switched off)
+                                                                  Li & Hoiem 2017 (Learning without Forgetting)
+Each returns a scalar tensor that the loop adds to the task loss of a step.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ..data.batching import collate
+from ..train.loss import lm_logits, lm_loss_sum
+
+
+def snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def l2sp(params: dict[str, torch.nn.Parameter], anchor: dict[str, torch.Tensor], weight: float) -> torch.Tensor:
+    total = sum(((p - anchor[n]) ** 2).sum() for n, p in params.items())
+    return weight * total
+
+
+def ewc(params, anchor, fisher: dict[str, torch.Tensor], weight: float) -> torch.Tensor:
+    total = sum((fisher[n] * (p - anchor[n]) ** 2).sum() for n, p in params.items())
+    return weight * total
+
+
+def fisher_diagonal(model, params: dict[str, torch.nn.Parameter], examples, *, pad_id: int, batch_size: int = 4,
+                    normalise: bool = True) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher: the mean over reference batches of squared gradients of the
+    per-token NLL. Normalised to mean 1 over all entries, so `ewc`'s weight has the same scale as
+    l2sp's whatever the model (an entry of 0 means 'free to move', larger means 'important')."""
+    was_training = model.training
+    model.eval()
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    n_batches = 0
+    for i in range(0, len(examples), batch_size):
+        b = collate(examples[i:i + batch_size], pad_id, packing=False)
+        model.zero_grad(set_to_none=True)
+        s, n = lm_loss_sum(model, b)
+        (s / n).backward()
+        for name, p in params.items():
+            if p.grad is not None:
+                fisher[name] += p.grad.detach() ** 2
+        n_batches += 1
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    fisher = {n: f / max(n_batches, 1) for n, f in fisher.items()}
+    if normalise:
+        mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+        if mean > 0:
+            fisher = {n: f / mean for n, f in fisher.items()}
+    return fisher
+
+
+def adapters_off(model):
+    """Context in which the model computes the base function: PEFT's disable_adapter, or a method's
+    own `disable_adapters` context; None when the method has no such switch (full fine-tuning)."""
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    if hasattr(model, "disable_adapters") and callable(model.disable_adapters):
+        ctx = model.disable_adapters()
+        if isinstance(ctx, contextlib.AbstractContextManager):
+            return ctx
+    return None
+
+
+def distill(model, base_model, batch, weight: float, temperature: float = 1.0) -> torch.Tensor:
+    """KL(base || tuned) at the batch's target columns, temperature-scaled (T^2 keeps gradient scale)."""
+    tuned = lm_logits(model, batch, batch.keep).float() / temperature       # (rows, K, vocab)
+    with torch.no_grad():
+        ctx = adapters_off(model) if base_model is None else contextlib.nullcontext()
+        with ctx:
+            base = lm_logits(base_model or model, batch, batch.keep).float() / temperature
+    mask = batch.targets[:, batch.keep] != -100
+    kl = F.kl_div(tuned.log_softmax(-1)[mask], base.log_softmax(-1)[mask], log_target=True, reduction="batchmean")
+    return weight * temperature ** 2 * kl

@@ -1,0 +1,66 @@
+"""Everything forgetting-related in one run: built from the base model at step 0, then consulted by
+the loop at each step (replay batch, penalty) and each evaluation (probe)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..data.batching import Order, collate
+from ..train.checkpoint import rng_state, set_rng_state
+from . import regularizers as reg
+from .probe import Probe
+from .reference import generate_reference, read_reference
+
+
+class Retention:
+    def __init__(self, rcfg, base_model, tok, *, device: str, precision: str, seed: int, batch_size: int):
+        """Build the reference (half probe, half replay) and measure the base model on it."""
+        self.r, self.tok, self.device = rcfg, tok, device
+        state = rng_state()  # sampling the reference must not shift the run's random stream
+        if rcfg.reference == "auto":
+            ref = generate_reference(base_model, tok, rcfg.samples, rcfg.sample_tokens, seed, device)
+        else:
+            ref = read_reference(rcfg.reference, tok, rcfg.max_length, rcfg.samples)
+        set_rng_state(state)
+        probe_part, replay_part = ref[0::2], ref[1::2]
+        if rcfg.replay_data:
+            replay_part = read_reference(rcfg.replay_data, tok, rcfg.max_length, 10_000)
+        self.replay = replay_part
+        self.probe = Probe(probe_part, pad_id=tok.pad_token_id, device=device, precision=precision)
+        self.base = self.probe.measure(base_model)          # step 0: the base model's numbers
+        self.n_replay = max(1, round(batch_size * rcfg.replay)) if (rcfg.replay or rcfg.distill) else 0
+        self.order = Order(len(self.replay), self.n_replay, seed + 1) if self.n_replay and self.replay else None
+        self.anchor = self.fisher = self.base_copy = None
+
+    def attach(self, model, params: dict) -> None:
+        """After the method is applied: starting values, Fisher, and the frozen base for distillation."""
+        if self.r.l2sp or self.r.ewc:
+            self.anchor = reg.snapshot(params)
+        if self.r.ewc:
+            self.fisher = reg.fisher_diagonal(model, params, self.probe.ref, pad_id=self.tok.pad_token_id)
+        if self.r.distill and reg.adapters_off(model) is None:   # full fine-tuning: keep a frozen copy
+            self.base_copy = copy.deepcopy(model).requires_grad_(False).eval()
+
+    def replay_batch(self, step: int):
+        if self.order is None:
+            return None
+        return collate([self.replay[i] for i in self.order.micro_batch(step)], self.tok.pad_token_id, packing=True,
+                       row_tokens=1024).to(self.device)
+
+    @property
+    def mixes_replay(self) -> bool:
+        return bool(self.r.replay) and self.order is not None
+
+    def penalty(self, model, params: dict, replay) -> torch.Tensor | None:
+        terms = []
+        if self.r.l2sp:
+            terms.append(reg.l2sp(params, self.anchor, self.r.l2sp))
+        if self.r.ewc:
+            terms.append(reg.ewc(params, self.anchor, self.fisher, self.r.ewc))
+        if self.r.distill and replay is not None:
+            terms.append(reg.distill(model, self.base_copy, replay, self.r.distill, self.r.temperature))
+        return sum(terms) if terms else None
+
+    def measure(self, model) -> dict:
+        return self.probe.measure(model)

@@ -1,0 +1,144 @@
+"""Metrics and regularisers against hand-computed values; the guards on real (tiny) training runs."""
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tailorlm.config import load_config
+from tailorlm.eval.tasks import macro_f1
+from tailorlm.eval.text_metrics import exact_match, generation_scores, rouge_l, token_f1
+from tailorlm.retention import regularizers as reg
+from tailorlm.retention.guard import Guard
+from tailorlm.retention.probe import kl_divergence
+from tailorlm.train.log import read_metrics
+from tailorlm.train.loop import train
+
+
+# ---------------------------------------------------------------- metrics, by hand
+def test_text_metrics_by_hand():
+    assert exact_match("The Paris.", "paris") == 1.0 and exact_match("Paris, France", "Paris") == 0.0
+    # pred "cat sat on mat" vs gold "the cat sat": common {cat, sat} = 2; P = 2/4, R = 2/2 -> F1 = 2/3
+    assert token_f1("cat sat on mat", "the cat sat") == pytest.approx(2 / 3)
+    # LCS("a b c d e", "a c e f") = "a c e" = 3 (articles: 'a' is dropped by normalisation, so use x)
+    assert rouge_l("x b c d e", "x c e f") == pytest.approx(2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4))
+    s = generation_scores(["yes", "no"], ["yes", "maybe"])
+    assert s == {"exact_match": 0.5, "token_f1": 0.5, "rouge_l": 0.5}
+
+
+def test_macro_f1_by_hand():
+    gold = ["a", "a", "b", "c"]
+    pred = ["a", "b", "b", "b"]
+    # a: tp1 fp0 fn1 -> 2/3; b: tp1 fp2 fn0 -> 2/4; c: tp0 -> 0
+    assert macro_f1(gold, pred, ["a", "b", "c"]) == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+
+
+def test_kl_by_hand():
+    base = torch.tensor([[0.5, 0.5]]).log()
+    tuned = torch.tensor([[0.25, 0.75]]).log()
+    want = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert kl_divergence(base, tuned) == pytest.approx(want, rel=1e-6)
+    assert kl_divergence(base, base) == pytest.approx(0.0, abs=1e-7)
+
+
+# ---------------------------------------------------------------- regularisers: value and gradient
+def test_l2sp_and_ewc_values_and_gradients_by_hand():
+    p = {"w": torch.nn.Parameter(torch.tensor([1.0, 2.0]))}
+    anchor = {"w": torch.tensor([0.0, 1.0])}
+    v = reg.l2sp(p, anchor, weight=0.5)
+    v.backward()
+    assert float(v) == pytest.approx(0.5 * (1 + 1)) and p["w"].grad.tolist() == pytest.approx([1.0, 1.0])
+    p["w"].grad = None
+    fisher = {"w": torch.tensor([2.0, 0.5])}
+    v = reg.ewc(p, anchor, fisher, weight=0.1)
+    v.backward()
+    assert float(v) == pytest.approx(0.1 * (2 * 1 + 0.5 * 1))
+    assert p["w"].grad.tolist() == pytest.approx([0.1 * 2 * 2 * 1, 0.1 * 2 * 0.5 * 1])
+
+
+def test_distill_value_and_gradient_match_the_formula(tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    from tailorlm.data.batching import collate
+    from tailorlm.data.tokenize import Example
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    tuned = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    with torch.no_grad():
+        tuned.lm_head.weight.mul_(1.5) if not tuned.config.tie_word_embeddings else tuned.model.norm.weight.mul_(1.5)
+    b = collate([Example([5, 6, 7, 8], [5, 6, 7, 8], "", 0, 0)], 0)
+    v = reg.distill(tuned, base, b, weight=2.0, temperature=1.0)
+    with torch.no_grad():
+        lp_b = base(input_ids=b.input_ids).logits[0, :3].log_softmax(-1)
+    lp_t = tuned(input_ids=b.input_ids).logits[0, :3].log_softmax(-1)
+    want = 2.0 * (lp_b.exp() * (lp_b - lp_t)).sum(-1).mean()
+    assert float(v) == pytest.approx(float(want), rel=1e-5)
+    g1 = torch.autograd.grad(v, tuned.model.norm.weight)[0]
+    g2 = torch.autograd.grad(want, tuned.model.norm.weight)[0]
+    assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------- the guard's decisions
+def test_guard_picks_best_within_budget_and_stops():
+    g = Guard("val_loss", patience=2, max_forgetting=0.5, budget_patience=2)
+    assert g.update(10, {"val_loss": 2.0, "ref_nll_change": 0.1}, 3.0).improved
+    d = g.update(20, {"val_loss": 1.0, "ref_nll_change": 0.9}, 2.0)   # better, but over budget
+    assert not d.improved and g.best_step == 10 and d.stop is None
+    d = g.update(30, {"val_loss": 2.5, "ref_nll_change": 0.9}, 1.5)
+    assert d.stop.startswith("forgetting budget exceeded") and any("overfitting" in w for w in d.warnings)
+    acc = Guard("accuracy", patience=1)
+    assert acc.update(1, {"accuracy": 0.5}, None).improved and not acc.update(2, {"accuracy": 0.4}, None).improved
+
+
+# ---------------------------------------------------------------- on real training runs (tiny model, real text)
+def run_cfg(tiny_llama, data, out, **sections):
+    raw = {"model": str(tiny_llama), "data": {"train": str(data), "format": "text", "max_length": 48, "val_max": 16},
+           "method": {"name": "full"}, "output": {"dir": str(out)},
+           "train": {"steps": 16, "batch_size": 4, "lr": 3e-3, "warmup": 1, "eval_every": 4, "save_every": 4,
+                     "keep_last": 10, "precision": "fp32", "log_every": 1},
+           "eval": {"max_examples": 16}, "retention": {"samples": 8, "sample_tokens": 24}}
+    for k, v in sections.items():
+        raw[k] = {**raw.get(k, {}), **v}
+    return load_config(raw=raw)
+
+
+def test_more_l2sp_strictly_reduces_forgetting(tiny_llama, tweets_text_file, tmp_path):
+    drift = []
+    for w in (0.0, 30.0):
+        s = train(run_cfg(tiny_llama, tweets_text_file, tmp_path / f"l2sp{w}", retention={"l2sp": w},
+                          eval={"keep_best": False}), quiet=True)
+        drift.append(s["final"]["ref_nll_change"])
+        assert s["base"]["ref_nll"] > 0 and "kl_to_base" in s["final"]
+    assert drift[0] > 0 and drift[1] < drift[0]
+
+
+def test_early_stopping_restores_the_best_checkpoints_weights_exactly(tiny_llama, tweets_text_file, tmp_path):
+    from tailorlm.train.setup import load_run
+
+    # min_delta is unreachable, so the first evaluation (step 4) stays best and patience 2 stops at step 12
+    s = train(run_cfg(tiny_llama, tweets_text_file, tmp_path / "r", eval={"patience": 2, "min_delta": 100.0}),
+              quiet=True)
+    assert s["best_step"] == 4 and s["steps"] == 12 and s["stopped_early"].startswith("early stopping")
+    _, final, _ = load_run(tmp_path / "r")
+    at4 = load_file(str(tmp_path / "r" / "checkpoints" / "step-000004" / "trainable.safetensors"))
+    at12 = load_file(str(tmp_path / "r" / "checkpoints" / "step-000012" / "trainable.safetensors"))
+    got = dict(final.named_parameters())
+    assert all(torch.equal(got[k], v) for k, v in at4.items())
+    assert not all(torch.equal(got[k], v) for k, v in at12.items())
+
+
+def test_a_checkpoint_over_the_forgetting_budget_is_never_final(tiny_llama, tweets_text_file, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tailorlm.train.setup import load_run
+
+    s = train(run_cfg(tiny_llama, tweets_text_file, tmp_path / "r", retention={"max_forgetting": 1e-9},
+                      train={"lr": 1e-2}), quiet=True)
+    evals = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if "eval" in r]
+    assert evals and all(r["eval"]["ref_nll_change"] > 1e-9 and not r["best"] for r in evals)
+    assert s["steps"] == 4 and s["stopped_early"].startswith("forgetting budget exceeded")
+    _, final, _ = load_run(tmp_path / "r")          # nothing qualified: final/ is the untouched start
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids = torch.randint(5, 300, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(final(input_ids=ids).logits, base(input_ids=ids).logits)
