@@ -91,8 +91,8 @@ def test_guard_picks_best_within_budget_and_stops():
 
 
 # ---------------------------------------------------------------- on real training runs (tiny model, real text)
-def run_cfg(tiny_llama, data, out, **sections):
-    raw = {"model": str(tiny_llama), "data": {"train": str(data), "format": "text", "max_length": 48, "val_max": 16},
+def run_cfg(tiny_llama, data_file, out, **sections):
+    raw = {"model": str(tiny_llama), "data": {"train": str(data_file), "format": "text", "max_length": 48, "val_max": 16},
            "method": {"name": "full"}, "output": {"dir": str(out)},
            "train": {"steps": 16, "batch_size": 4, "lr": 3e-3, "warmup": 1, "eval_every": 4, "save_every": 4,
                      "keep_last": 10, "precision": "fp32", "log_every": 1},
@@ -142,3 +142,33 @@ def test_a_checkpoint_over_the_forgetting_budget_is_never_final(tiny_llama, twee
     ids = torch.randint(5, 300, (1, 12))
     with torch.no_grad():
         assert torch.equal(final(input_ids=ids).logits, base(input_ids=ids).logits)
+
+
+def test_fewshot_prompts_put_training_examples_before_the_question(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from tailorlm.config import DataConfig
+    from tailorlm.data import Formatter
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    fm = Formatter("classification", tok, DataConfig(train="x"), ["neg", "pos"])
+    text = fm.prompt_text("is it good?", [("great", "pos"), ("awful", "neg")])
+    assert text == ("<|im_start|>user\ngreat<|im_end|>\n<|im_start|>assistant\npos<|im_end|>\n"
+                    "<|im_start|>user\nawful<|im_end|>\n<|im_start|>assistant\nneg<|im_end|>\n"
+                    "<|im_start|>user\nis it good?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_generation_and_fewshot_baselines_are_reported(tiny_llama, tmp_path):
+    from .conftest import real_tweets, write_jsonl
+
+    rows = real_tweets(120)
+    f = write_jsonl(tmp_path / "d.jsonl", [{"prompt": r["text"], "response": r["label"]} for r in rows])
+    s = train(run_cfg(tiny_llama, f, tmp_path / "gen", data={"format": "instruction"},
+                      train={"steps": 2, "eval_every": 2}, eval={"generate": 4, "max_new_tokens": 3},
+                      retention={"reference": None}), quiet=True)
+    assert {"exact_match", "token_f1", "rouge_l"} <= set(s["final"]) and 0 <= s["final"]["rouge_l"] <= 1
+    c = write_jsonl(tmp_path / "c.jsonl", [{"text": r["text"], "label": r["label"]} for r in rows])
+    s = train(run_cfg(tiny_llama, c, tmp_path / "fs", data={"format": "classification"},
+                      train={"steps": 2, "eval_every": 2}, eval={"fewshot": 2}, retention={"reference": None}),
+              quiet=True)
+    assert 0 <= s["base"]["fewshot2_accuracy"] <= 1 and "accuracy" in s["base"]

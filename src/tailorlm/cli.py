@@ -125,12 +125,15 @@ def _demo_args(p):
     p.add_argument("--out", default="runs/demo", help="run directory")
     p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
     p.add_argument("--data-only", action="store_true", help="only write the data (for the presets in configs/)")
+    p.add_argument("--mitigation", default="replay", choices=["replay", "distill", "l2sp", "ewc", "none"],
+                   help="the forgetting mitigation of the second run (none: one run only)")
 
 
 def _demo(a) -> int:
     from .demo import main
 
-    return main(steps=a.steps, out=a.out, data_dir=a.data_dir, data_only=a.data_only)
+    return main(steps=a.steps, out=a.out, data_dir=a.data_dir, data_only=a.data_only,
+                mitigation=None if a.mitigation == "none" else a.mitigation)
 
 
 def _audit_args(p):

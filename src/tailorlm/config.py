@@ -90,6 +90,8 @@ class EvalConfig(Strict):
     min_delta: float = Field(0.0, ge=0)
     keep_best: bool = True                        # final/ holds the best evaluation's weights, not the last
     fewshot: int = Field(0, ge=0)                 # also score the base model with k training examples in context
+    generate: int = Field(0, ge=0)                # instruction data: greedy answers for this many held-out rows
+    max_new_tokens: int = Field(64, ge=1)         # ...scored by exact match, token F1 and ROUGE-L
 
 
 class RetentionConfig(Strict):

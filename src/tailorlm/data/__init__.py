@@ -19,6 +19,7 @@ class Data:
     val_rows: list[dict]          # held-out rows, for task metrics (accuracy by label likelihood)
     test_rows: list[dict]
     report: dict = field(default_factory=dict)
+    train_rows: list[dict] = field(default_factory=list)   # for few-shot prompts
 
 
 def split_rows(rows: list[dict], fraction: float, cap: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -74,7 +75,7 @@ def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
                         f"({trep.dropped_too_long} too long, {trep.dropped_no_target} without targets)")
     report = {"format": fmt, "labels": labels, "skipped_lines": len(skipped), "skipped_examples": skipped[:20],
               "train": trep.to_dict(), "val": vrep.to_dict(), "test_rows": len(test_rows)}
-    return Data(fmt, fm, labels, train, val, val_rows, test_rows, report)
+    return Data(fmt, fm, labels, train, val, val_rows, test_rows, report, rows)
 
 
 __all__ = ["Data", "DataError", "Example", "Formatter", "TokenizeReport", "build_data", "detect_format",

@@ -76,11 +76,14 @@ class Formatter:
     def render(self, messages: list[dict], generation_prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
-    def prompt_text(self, prompt: str) -> str:
-        """The untrained prefix that precedes a response (also what generation is given)."""
+    def prompt_text(self, prompt: str, shots: list[tuple[str, str]] = ()) -> str:
+        """The untrained prefix that precedes a response (also what generation is given). `shots`
+        are (prompt, response) examples placed before it as earlier turns: few-shot prompting."""
         if not self.use_chat:
-            return PLAIN_PROMPT.format(prompt=prompt)
+            return "".join(PLAIN_PROMPT.format(prompt=p) + r + "\n\n" for p, r in shots) + PLAIN_PROMPT.format(prompt=prompt)
         msgs = ([{"role": "system", "content": self.dcfg.system}] if self.dcfg.system else [])
+        for p, r in shots:
+            msgs += [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
         return self.render(msgs + [{"role": "user", "content": prompt}], generation_prompt=True)
 
     def response_text(self, prompt: str, response: str) -> str:

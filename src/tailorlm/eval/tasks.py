@@ -65,15 +65,17 @@ def _score(model, prompts: list[list[int]], cands: list[list[int]], *, pad_id, d
 
 @torch.no_grad()
 def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
-                   batch_size: int = 16) -> dict:
+                   batch_size: int = 16, shots: list[dict] = ()) -> dict:
+    """Accuracy by label likelihood; with `shots` (training rows), k-shot prompting of the same model."""
     tok, labels = formatter.tok, formatter.labels
+    examples = [formatter.prompt_response(r) for r in shots]
     was_training = model.training
     model.eval()
     bos = _bos_prefix(tok)
     texts, gold = [], []
     for r in rows:
         prompt, label = formatter.prompt_response(r)
-        texts.append(formatter.prompt_text(prompt))
+        texts.append(formatter.prompt_text(prompt, examples))
         gold.append(label)
     prompts = [bos + ids for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     cands = [tok(lab, add_special_tokens=False)["input_ids"] for lab in labels]
@@ -89,7 +91,7 @@ def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision
 
 @torch.no_grad()
 def class_accuracy(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
-                   batch_size: int = 16) -> dict:
+                   batch_size: int = 16, shots: list[dict] = ()) -> dict:
     """The same report as label_accuracy, for a classification head: argmax of its logits."""
     tok, labels = formatter.tok, formatter.labels
     was_training = model.training

@@ -16,6 +16,7 @@ from ..retention.guard import Guard
 from ..retention.session import Retention
 from ..data.batching import Order
 from ..eval.metrics import val_loss
+from ..eval.generate import generation_eval
 from ..eval.tasks import ACCURACY
 from ..methods import METHODS, count, trainable
 from . import checkpoint
@@ -41,7 +42,22 @@ def evaluate(model, data, cfg: Config, device: str) -> dict:
                                        batch_size=e.batch_size)
         out.update({"accuracy": acc["accuracy"], "macro_f1": acc["macro_f1"], "majority": acc["majority"],
                     "predicted": acc["predicted"]})
+    if data.fmt == "instruction" and e.generate:
+        out.update(generation_eval(model, data, (data.test_rows or data.val_rows)[: e.generate], e.max_new_tokens,
+                                   device))
     return out
+
+
+def fewshot_eval(model, data, cfg: Config, device: str) -> dict:
+    """The base model prompted with k training examples in context: what tuning must beat."""
+    import random
+
+    k = cfg.eval.fewshot
+    shots = random.Random(cfg.train.seed).sample(data.train_rows, min(k, len(data.train_rows)))
+    rows = (data.test_rows or data.val_rows)[: cfg.eval.max_examples]
+    acc = ACCURACY[cfg.model.task](model, data.formatter, rows, device=device, precision=cfg.train.precision,
+                                   batch_size=cfg.eval.batch_size, shots=shots)
+    return {f"fewshot{k}_accuracy": acc["accuracy"], f"fewshot{k}_macro_f1": acc["macro_f1"]}
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> Path:
@@ -83,6 +99,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> dict:
     if cfg.eval.before and not resume:
         model.to(device)
         base_scores = evaluate(model, data, cfg, device)
+        if cfg.eval.fewshot and data.fmt == "classification" and cfg.model.task == "causal_lm":
+            base_scores.update(fewshot_eval(model, data, cfg, device))
         (run / "base_eval.json").write_text(json.dumps(base_scores, indent=1))
         log.say(f"[tailorlm] base model: {_fmt(base_scores)}")
     retention = None
