@@ -125,6 +125,14 @@ def test_csv_rows_keep_their_line_numbers(tmp_path):
     assert str(res.skipped[0]).endswith("d.csv:5: expected 2 fields (text, label), got 3")
 
 
+def test_csv_line_numbers_survive_bare_carriage_returns(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_bytes(b'text,label\r\n"x\ry",a\r\nz\rw,b\r\nlast,c\r\n')
+    res = read_rows(p)
+    assert [(r["text"], r["_line"]) for r in res.rows] == [("x y", 2), ("z w", 3), ("last", 4)]
+    assert res.repaired == 2
+
+
 def test_parquet_is_read_through_datasets(tmp_path):
     import datasets
 

@@ -74,6 +74,7 @@ def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
         raise DataError(f"{dcfg.train}: no example has a trainable token after tokenization "
                         f"({trep.dropped_too_long} too long, {trep.dropped_no_target} without targets)")
     report = {"format": fmt, "labels": labels, "skipped_lines": len(skipped), "skipped_examples": skipped[:20],
+              "repaired_lines": read.repaired,
               "train": trep.to_dict(), "val": vrep.to_dict(), "test_rows": len(test_rows)}
     return Data(fmt, fm, labels, train, val, val_rows, test_rows, report, rows)
 

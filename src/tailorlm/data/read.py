@@ -8,7 +8,6 @@ line; JSONL and CSV are parsed here because `datasets` reports neither the line 
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ class Problem:
 class ReadResult:
     rows: list[dict]                      # each row has "_file" and "_line" besides its fields
     skipped: list[Problem] = field(default_factory=list)
+    repaired: int = 0                     # lines whose bare carriage returns became spaces (CSV)
 
 
 FIX = "fix the line, or set data.on_error: skip to drop such lines (they are counted)"
@@ -80,12 +80,19 @@ def _read_jsonl(path: Path, on_error: str) -> ReadResult:
 
 def _read_csv(path: Path, on_error: str) -> ReadResult:
     out = ReadResult(rows=[])
-    # Decode line by line first (bad bytes are per-line problems), then let csv handle quoting,
-    # which may span lines: each record keeps the number of the line it starts on.
-    lines = list(_decoded_lines(path, on_error, out.skipped))
-    text = "".join(t for _, t in lines)
+    # Decode line by line first (bad bytes are per-line problems), then let csv handle quoting, which
+    # may span lines; csv reads the physical lines, so each record keeps the number of the line it
+    # starts on. A bare carriage return (not part of CRLF) would end a record early or break quoting,
+    # so it becomes a space, and the rows where that happened are counted.
+    lines = []
+    for n, text in _decoded_lines(path, on_error, out.skipped):
+        body = text[:-2] if text.endswith("\r\n") else text
+        if "\r" in body:
+            out.repaired += 1
+            text = body.replace("\r", " ") + text[len(body):]
+        lines.append((n, text))
     numbers = [n for n, _ in lines]
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader((t for _, t in lines), strict=True)
     header: list[str] | None = None
     while True:
         start = reader.line_num
