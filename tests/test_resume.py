@@ -180,3 +180,14 @@ def test_rotation_never_deletes_the_last_verified_checkpoint(tmp_path):
     (root / "step-000003" / "manifest.json").unlink()          # the newest is incomplete
     checkpoint.rotate(root, keep_last=1)
     assert sorted(d.name for d in root.iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_a_manifest_cannot_point_outside_its_checkpoint(tmp_path):
+    root = tmp_path / "ck"
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    d = checkpoint.save(root / "step-000001", params={"w": torch.ones(2)}, optimizer=opt, state={"step": 1})
+    (tmp_path / "secret.txt").write_text("x")
+    m = json.loads((d / "manifest.json").read_text())
+    m["../../secret.txt"] = "0" * 64
+    (d / "manifest.json").write_text(json.dumps(m))
+    assert checkpoint.verify(d) == "manifest names a path outside the checkpoint: '../../secret.txt'"
