@@ -125,8 +125,8 @@ def _demo_args(p):
     p.add_argument("--out", default="runs/demo", help="run directory")
     p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
     p.add_argument("--data-only", action="store_true", help="only write the data (for the presets in configs/)")
-    p.add_argument("--mitigation", default="replay", choices=["replay", "distill", "l2sp", "ewc", "none"],
-                   help="the forgetting mitigation of the second run (none: one run only)")
+    p.add_argument("--mitigation", default="none", choices=["replay", "distill", "l2sp", "ewc", "none"],
+                   help="add a second run with this forgetting mitigation (none: one run only)")
 
 
 def _demo(a) -> int:

@@ -96,8 +96,8 @@ class EvalConfig(Strict):
 
 class RetentionConfig(Strict):
     reference: Optional[str] = "auto"             # auto: written by the base model at step 0; a text file; or null
-    samples: int = Field(32, ge=2)                # auto reference: how many base-model samples (half probe, half replay)
-    sample_tokens: int = Field(96, ge=8)
+    samples: int = Field(16, ge=2)                # auto reference: how many base-model samples (half probe, half replay)
+    sample_tokens: int = Field(64, ge=8)
     max_length: int = Field(128, ge=16)           # reference blocks from a file
     max_forgetting: Optional[float] = None        # budget: reference-NLL increase (nats/token) a final model may have
     patience: int = Field(1, ge=1)                # stop once over budget for this many evaluations
