@@ -79,7 +79,7 @@ def test_out_of_memory_suggests_settings_that_fit(tmp_path, tiny_llama, tweets_t
     monkeypatch.setitem(loop.LOSSES, "causal_lm", oom)
     cfg = load_config(raw={"model": str(tiny_llama), "data": {"train": str(tweets_text_file), "format": "text"},
                            "train": {"steps": 2, "batch_size": 8, "grad_accum": 2}, "eval": {"before": False},
-                           "output": {"dir": str(tmp_path / "run")}})
+                           "retention": {"reference": None}, "output": {"dir": str(tmp_path / "run")}})
     with pytest.raises(MemoryError) as e:
         train(cfg, quiet=True)
     msg = str(e.value)
