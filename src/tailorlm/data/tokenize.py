@@ -45,6 +45,21 @@ class TokenizeReport:
         return d
 
 
+def _fits(n: int, where: tuple, dcfg, rep: TokenizeReport, noun: str) -> bool:
+    """Apply data.too_long to an example of n tokens: False when it is dropped, a DataError on stop;
+    a truncation is counted here and done by the caller, which knows what it cuts."""
+    if n <= dcfg.max_length:
+        return True
+    if dcfg.too_long == "stop":
+        raise DataError(f"{where[0]}:{where[1]}: {noun} has {n} tokens, more than data.max_length={dcfg.max_length}. "
+                        "Fix: raise data.max_length, or set data.too_long: truncate | drop")
+    if dcfg.too_long == "drop":
+        rep.dropped_too_long += 1
+        return False
+    rep.truncated += 1
+    return True
+
+
 def _bos_prefix(tok) -> list[int]:
     """[bos] when the tokenizer adds one by default and templates do not (Llama-2 style)."""
     if tok.bos_token_id is None:
@@ -89,15 +104,9 @@ def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str]
                 if len(chunk) >= 2:
                     out.append(Example(chunk, list(chunk), *where))
             continue
+        if not _fits(len(input_ids), where, dcfg, rep, "example"):
+            continue
         if len(input_ids) > dcfg.max_length:
-            if dcfg.too_long == "stop":
-                raise DataError(f"{where[0]}:{where[1]}: example has {len(input_ids)} tokens, more than "
-                                f"data.max_length={dcfg.max_length}. Fix: raise data.max_length, or set "
-                                "data.too_long: truncate | drop")
-            if dcfg.too_long == "drop":
-                rep.dropped_too_long += 1
-                continue
-            rep.truncated += 1
             rep.target_tokens_lost += sum(x != IGNORE for x in labels_[dcfg.max_length:])
             input_ids, labels_ = input_ids[:dcfg.max_length], labels_[:dcfg.max_length]
         # a label on position 0 can never be predicted (nothing precedes it)
@@ -138,16 +147,9 @@ def tokenize_classes(rows: list[dict], tokenizer, dcfg, labels: list[str],
     out: list[Example] = []
     for (row, _, y), input_ids in zip(kept, ids):
         where = (row.get("_file", "?"), row.get("_line", 0))
-        if len(input_ids) > dcfg.max_length:
-            if dcfg.too_long == "stop":
-                raise DataError(f"{where[0]}:{where[1]}: text has {len(input_ids)} tokens, more than "
-                                f"data.max_length={dcfg.max_length}. Fix: raise data.max_length, or set "
-                                "data.too_long: truncate | drop")
-            if dcfg.too_long == "drop":
-                rep.dropped_too_long += 1
-                continue
-            rep.truncated += 1
-            input_ids = input_ids[:dcfg.max_length]
+        if not _fits(len(input_ids), where, dcfg, rep, "text"):
+            continue
+        input_ids = input_ids[:dcfg.max_length]
         out.append(Example(input_ids, [y], *where, id=len(out)))
     rep.examples = rep.target_tokens = len(out)
     rep.tokens = sum(len(e.input_ids) for e in out)

@@ -4,7 +4,6 @@ The fewest parameters of any method here, and mergeable: each vector folds into 
 For a classification model the new head trains too. Saved in PEFT's format."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict
@@ -31,13 +30,5 @@ def apply(model, cfg: Config, ctx=None):
                                            feedforward_modules=ff))
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
-    peft_save(model, tokenizer, out_dir)
-
-
-def load(base_model, art_dir: Path):
-    return peft_load(base_model, art_dir)
-
-
-def merge(model):
-    return peft_merge(model)
+# The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
+save, load, merge = peft_save, peft_load, peft_merge

@@ -3,7 +3,6 @@
 and vLLM load it without tailorlm."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,13 +50,6 @@ def apply(model, cfg: Config, ctx=None):
     return get_peft_model(model, lcfg)
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
-    peft_save(model, tokenizer, out_dir)     # adapter_config.json + adapter_model.safetensors
-
-
-def load(base_model, art_dir: Path):
-    return peft_load(base_model, art_dir)
-
-
-def merge(model):
-    return peft_merge(model)
+# The artefact is PEFT's own adapter folder (adapter_config.json + adapter_model.safetensors),
+# so saving, loading and merging are PEFT's.
+save, load, merge = peft_save, peft_load, peft_merge

@@ -8,7 +8,6 @@ format; merged when PEFT can merge that method, NotMergeable otherwise.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -44,13 +43,5 @@ def apply(model, cfg: Config, ctx=None):
     return get_peft_model(model, get_peft_config({"task_type": peft_task(model), **cfg.config}))
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
-    peft_save(model, tokenizer, out_dir)
-
-
-def load(base_model, art_dir: Path):
-    return peft_load(base_model, art_dir)
-
-
-def merge(model):
-    return peft_merge(model)
+# The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
+save, load, merge = peft_save, peft_load, peft_merge

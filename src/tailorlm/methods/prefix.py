@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from pathlib import Path
 from typing import Literal, Optional
 
 import torch
@@ -95,13 +94,5 @@ def init_from_text(peft_model, text: str) -> None:
     emb.copy_(prefix.to(emb.dtype))
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
-    peft_save(model, tokenizer, out_dir)
-
-
-def load(base_model, art_dir: Path):
-    return peft_load(base_model, art_dir)
-
-
-def merge(model):
-    return peft_merge(model)
+# The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
+save, load, merge = peft_save, peft_load, peft_merge

@@ -9,7 +9,6 @@ Saved in PEFT's format. Cannot merge: there is no weight to fold a prompt into.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -46,13 +45,5 @@ def apply(model, cfg: Config, ctx=None):
     return get_peft_model(model, pcfg)
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
-    peft_save(model, tokenizer, out_dir)
-
-
-def load(base_model, art_dir: Path):
-    return peft_load(base_model, art_dir)
-
-
-def merge(model):
-    return peft_merge(model)
+# The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
+save, load, merge = peft_save, peft_load, peft_merge
