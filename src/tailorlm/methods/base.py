@@ -30,8 +30,8 @@ def layout(model) -> Layout:
     logits grow by that many positions) or as past keys and values (prefix: the logits do not). A
     row-wide prefix cannot be shared by several packed examples, so each gets a row of its own."""
     cfg = getattr(model, "active_peft_config", None)
-    if cfg is None or not cfg.is_prompt_learning:
-        return Layout()
+    if cfg is None or not cfg.is_prompt_learning or getattr(model, "_adapters_disabled", False):
+        return Layout()   # (inside PEFT's disable_adapter() the base model's forward runs: nothing prepended)
     in_cache = cfg.peft_type in ("PREFIX_TUNING", "CARTRIDGE")   # PeftType is a str enum
     return Layout(packing=False, logit_offset=0 if in_cache else cfg.num_virtual_tokens, position_ids=in_cache)
 

@@ -20,6 +20,7 @@ non-linearity sits between the two projections.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -57,13 +58,27 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)                # W_up = 0: the adapter starts as the identity
         nn.init.zeros_(self.up.bias)
+        self.active = True
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:   # (..., dim)
         return h + self.up(self.act(self.down(h.to(self.down.weight.dtype)))).to(h.dtype)
 
 
 def _hook(module, args, output):
-    return module.adapter(output)
+    return module.adapter(output) if module.adapter.active else output
+
+
+@contextlib.contextmanager
+def disabled(model):
+    """The base model's function while inside (for retention probes and distillation)."""
+    adapters = [m for m in model.modules() if isinstance(m, Adapter)]
+    for a in adapters:
+        a.active = False
+    try:
+        yield model
+    finally:
+        for a in adapters:
+            a.active = True
 
 
 def bottleneck_dim(model, cfg: Config) -> int:

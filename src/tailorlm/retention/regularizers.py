@@ -62,14 +62,16 @@ def fisher_diagonal(model, params: dict[str, torch.nn.Parameter], examples, *, p
 
 
 def adapters_off(model):
-    """Context in which the model computes the base function: PEFT's disable_adapter, or a method's
-    own `disable_adapters` context; None when the method has no such switch (full fine-tuning)."""
+    """Context in which the model computes the base function: PEFT's `disable_adapter`, or the
+    bottleneck adapters switched off; None when the method has no such switch (full fine-tuning).
+    (transformers' own `disable_adapters` is not a context and raises on a model without PEFT
+    adapters, so it is not consulted.)"""
     if hasattr(model, "disable_adapter"):
         return model.disable_adapter()
-    if hasattr(model, "disable_adapters") and callable(model.disable_adapters):
-        ctx = model.disable_adapters()
-        if isinstance(ctx, contextlib.AbstractContextManager):
-            return ctx
+    from ..methods import bottleneck
+
+    if any(isinstance(m, bottleneck.Adapter) for m in model.modules()):
+        return bottleneck.disabled(model)
     return None
 
 
