@@ -70,3 +70,22 @@ def test_data_order_is_seeded_and_covers_each_example_once_per_epoch():
     # two ranks split each global micro-batch between them
     both = Order(10, 3, seed=1)
     assert both.micro_batch(0, 0, 2) + both.micro_batch(0, 1, 2) == stream[:6]
+
+
+def test_packing_fills_the_fewest_rows_evenly():
+    import random
+
+    rng = random.Random(0)
+    for trial in range(200):
+        lengths = [rng.randint(1, 100) for _ in range(rng.randint(1, 16))]
+        exs = [Example(list(range(2, n + 2)), list(range(2, n + 2)), "", 0, i) for i, n in enumerate(lengths)]
+        budget = rng.choice([64, 128, 256])
+        b = collate(exs, pad_id=0, packing=True, row_tokens=budget)
+        assert sorted(b.ids) == list(range(len(lengths)))                       # every example, once
+        rows, width = b.input_ids.shape
+        fill = [sum(n for r, _, n in b.spans if r == i) for i in range(rows)]
+        for i in range(rows):                       # over budget only when one example is itself longer
+            assert fill[i] <= budget or sum(1 for r, _, _ in b.spans if r == i) == 1
+        if max(lengths) <= budget // 2:             # short examples: at most one row more than the minimum,
+            assert rows <= -(-sum(lengths) // budget) + 1
+            assert width - min(fill) <= max(lengths)  # and no row is short by more than one example
