@@ -27,12 +27,16 @@ from tailorlm.config import load_config  # noqa: E402
 from tailorlm.demo import demo_config, write_split  # noqa: E402
 from tailorlm.train.loop import train  # noqa: E402
 
-MITIGATIONS = {
+MITIGATIONS = {   # each at a weak and a strong setting: the trade-off, not one lucky point
     "none": {},
     "replay 0.5": {"replay": 0.5},
-    "l2sp 1.0": {"l2sp": 1.0},
-    "ewc 1.0": {"ewc": 1.0},
-    "distill 1.0": {"distill": 1.0},
+    "replay 1.0": {"replay": 1.0},
+    "l2sp 1": {"l2sp": 1.0},
+    "l2sp 10": {"l2sp": 10.0},
+    "ewc 10": {"ewc": 10.0},
+    "ewc 1000": {"ewc": 1000.0},
+    "distill 1": {"distill": 1.0},
+    "distill 5": {"distill": 5.0},
 }
 
 

@@ -1,0 +1,63 @@
+"""Plumbing of benchmarks/speed.py on a tiny random Llama: argument parsing (the CUDA plan included),
+the random Llama-3.2-1B-shaped model builder at its tiny size, every contender for a few steps
+in-process, and the table. The timings themselves are not tested."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def speed():
+    spec = importlib.util.spec_from_file_location("speed_bench", ROOT / "benchmarks" / "speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["speed_bench"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_parse_cuda_plan(speed):
+    a = speed.parse_args(["--device", "cuda"])
+    assert (a.seq_b, a.batch_b, a.row_tokens_a) == (2048, 8, 2048)
+    assert a.contenders == ["tailorlm", "hf", "trl"] and a.contenders_b == ["tailorlm", "hf"]
+    a = speed.parse_args(["--steps", "5", "--workloads", "a"])
+    assert (a.steps_a, a.steps_b, a.seq_b, a.workloads) == (5, 5, 512, ["a"])
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--steps", "2"])  # no step left after the warm-up
+
+
+def test_tiny_random_llama(speed, tiny_tokenizer_dir, tmp_path):
+    from transformers import AutoConfig
+
+    out = speed.random_llama(tmp_path / "m", tiny_tokenizer_dir, tiny=True, device="cpu")
+    cfg = AutoConfig.from_pretrained(out)
+    assert (cfg.vocab_size, cfg.num_key_value_heads, cfg.tie_word_embeddings) == (128256, 2, True)
+    assert (out / "tokenizer.json").is_file() and any(out.glob("*.safetensors"))
+
+
+def test_contenders_in_process(speed, tiny_llama, tmp_path):
+    pytest.importorskip("trl")
+    a = speed.parse_args(["--workloads", "a", "--rows", "80", "--steps", "3", "--warmup", "1", "--batch-a", "4",
+                          "--heldout-a", "4", "--row-tokens-a", "128", "--threads", "1"])
+    info = speed.prepare_data(tmp_path, a, str(tiny_llama))
+    runs = speed.plan_runs(a, info, str(tiny_llama), str(tiny_llama), tmp_path, "cpu", "fp32")
+    assert [r["contender"] for r in runs] == ["tailorlm", "hf", "trl"]
+    res = {r["contender"]: speed.run_one(r) for r in runs}
+    t, h, s = res["tailorlm"], res["hf"], res["trl"]
+    for r in res.values():
+        assert len(r["steps"]) == 3 and r["tok_s"] > 0 and r["tok_cpu_s"] > 0 and r["peak_rss"] > 0
+        assert r["heldout"] is not None and r["train_loss"] > 0
+    # the same examples in every step, so the same useful tokens and (same init, same math) the same losses
+    assert [x["useful"] for x in t["steps"]] == [x["useful"] for x in h["steps"]]
+    assert [x["n_targets"] for x in t["steps"]] == [x["n_targets"] for x in h["steps"]]
+    assert t["train_loss"] == pytest.approx(h["train_loss"], rel=1e-3)
+    assert t["heldout"] == pytest.approx(h["heldout"], rel=1e-3)
+    assert s["trl_padding_free"] and all(x["useful"] == x["computed"] for x in s["steps"])
+    md = speed.table(list(res.values()), "cpu")
+    assert md.count("\n") == 4 and "TRL SFTTrainer" in md
+    assert any("3x" in v for v in speed.verdicts(list(res.values()), "cpu"))
