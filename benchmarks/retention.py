@@ -1,6 +1,9 @@
 """Forgetting and its mitigations on the real SmolLM2-135M-Instruct.
 
-    python benchmarks/retention.py [--steps 60] [--out runs/bench-retention]
+    python benchmarks/retention.py [--steps 60] [--out runs/bench-retention] [--only none "l2sp 10" ...]
+
+A row whose run already finished in --out with the same steps is read back, not rerun, so an
+interrupted benchmark continues where it stopped.
 
 Domain: the airline tweets (3-way sentiment, as in `tailorlm demo`). General text: the 97 English
 Wikipedia articles in the gensim wheel's test data, read in place (pip install --no-deps gensim),
@@ -74,21 +77,29 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--out", default="runs/bench-retention")
-    ap.add_argument("--only", nargs="*", default=list(MITIGATIONS))
+    ap.add_argument("--only", nargs="*", default=list(MITIGATIONS), help="rows to run; the first is the baseline")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     write_split(out / "data", n_test=300)
     wiki = wikipedia_jsonl(out / "wikipedia.jsonl")
-    rows = []
+    rows, base = [], None
     for i, name in enumerate(a.only):
-        raw = demo_config(out / "data", str(out / re.sub(r"\W+", "-", name)), a.steps)
+        run = out / re.sub(r"\W+", "-", name)
+        raw = demo_config(out / "data", str(run), a.steps)
         raw["retention"] = {"reference": str(wiki), "samples": 48, "max_length": 128, **MITIGATIONS[name]}
         raw["eval"] = {"max_examples": 300, "before": i == 0, "keep_best": False}
-        raw["train"].update(eval_every=a.steps, save_every=a.steps)
-        t0 = time.time()
-        s = train(load_config(raw=raw), quiet=True)
-        wall = time.time() - t0
+        raw["train"].update(eval_every=a.steps, save_every=a.steps, threads=a.threads)
+        done = run / "summary.json"
+        if done.is_file() and json.loads(done.read_text())["steps"] == a.steps and (i > 0 or json.loads(
+                done.read_text())["base"]):   # finished earlier (same steps): its numbers, not a rerun
+            s = json.loads(done.read_text())
+            wall = s["wall_time_s"]
+        else:
+            t0 = time.time()
+            s = train(load_config(raw=raw), quiet=True)
+            wall = time.time() - t0
         if i == 0:
             base = s["base"]
         f = s["final"]

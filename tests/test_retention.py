@@ -78,6 +78,33 @@ def test_distill_value_and_gradient_match_the_formula(tiny_llama):
     assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
 
 
+def test_scores_are_shown_as_deltas_from_the_base():
+    from tailorlm.eval.metrics import deltas, format_scores
+
+    base = {"accuracy": 0.6, "val_loss": 3.0, "majority": 0.67, "ref_nll": 2.5}
+    now = {"accuracy": 0.85, "val_loss": 0.5, "majority": 0.67, "ref_nll": 2.75, "ref_nll_change": 0.25,
+           "kl_to_base": 0.1, "predicted": {"negative": 3}}
+    assert deltas(now, base) == pytest.approx({"accuracy": 0.25, "val_loss": -2.5, "ref_nll": 0.25})
+    assert format_scores(now, base) == ("accuracy 0.8500 (+0.2500), val_loss 0.5000 (-2.5000), majority 0.6700, "
+                                        "ref_nll 2.7500 (+0.2500), ref_nll_change 0.2500, kl_to_base 0.1000")
+    assert format_scores({"val_loss": float("inf")}) == "val_loss inf"
+
+
+def test_a_file_reference_replays_every_block_the_probe_does_not_use(tiny_llama, tweets_text_file):
+    from tailorlm.config import RetentionConfig
+    from tailorlm.models.load import load_model
+    from tailorlm.retention.reference import read_reference
+    from tailorlm.retention.session import Retention
+
+    model, tok = load_model(str(tiny_llama))
+    rcfg = RetentionConfig(reference=str(tweets_text_file), samples=8, max_length=16, replay=0.5)
+    r = Retention(rcfg, model, tok, device="cpu", precision="fp32", seed=0, batch_size=4)
+    every = read_reference(str(tweets_text_file), tok, 16, 10**9)
+    key = lambda e: (e.line, tuple(e.input_ids))  # noqa: E731
+    probe, replay = {key(e) for e in r.probe.ref}, {key(e) for e in r.replay}
+    assert len(probe) == 4 and not probe & replay and probe | replay == {key(e) for e in every}
+
+
 # ---------------------------------------------------------------- the guard's decisions
 def test_guard_picks_best_within_budget_and_stops():
     g = Guard("val_loss", patience=2, max_forgetting=0.5, budget_patience=2)

@@ -28,8 +28,13 @@ def read_reference(path: str, tok, max_length: int, limit: int) -> list[Example]
     ids_per_row = tok([r["text"] for r in rows], add_special_tokens=False)["input_ids"]
     blocks = [(r, ids[s:s + max_length]) for r, ids in zip(rows, ids_per_row)
               for s in range(0, len(ids), max_length) if len(ids[s:s + max_length]) >= 16]
-    pick = blocks if len(blocks) <= limit else [blocks[i * len(blocks) // limit] for i in range(limit)]
+    pick = [blocks[i] for i in spread(len(blocks), limit)]
     return [Example(chunk, list(chunk), path, r["_line"], i) for i, (r, chunk) in enumerate(pick)]
+
+
+def spread(n: int, k: int) -> list[int]:
+    """k indices spread evenly over range(n) (all of them when k >= n)."""
+    return list(range(n)) if k >= n else [i * n // k for i in range(k)]
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from ..data.batching import Order, collate
 from ..train.checkpoint import rng_state, set_rng_state
 from . import regularizers as reg
 from .probe import Probe
-from .reference import generate_reference, read_reference
+from .reference import generate_reference, read_reference, spread
 
 
 class Retention:
@@ -20,10 +20,15 @@ class Retention:
         state = rng_state()  # sampling the reference must not shift the run's random stream
         if rcfg.reference == "auto":
             ref = generate_reference(base_model, tok, rcfg.samples, rcfg.sample_tokens, seed, device)
-        else:
-            ref = read_reference(rcfg.reference, tok, rcfg.max_length, rcfg.samples)
+            probe_part, replay_part = ref[0::2], ref[1::2]
+        else:   # a file: `samples / 2` blocks spread over it are the probe, every other block may be replayed
+            blocks = read_reference(rcfg.reference, tok, rcfg.max_length, 10**9)
+            probe_ids = set(spread(len(blocks), rcfg.samples)[0::2])
+            probe_part = [b for i, b in enumerate(blocks) if i in probe_ids]
+            # (a replay pool of only samples / 2 blocks is memorised within a few epochs, and the
+            # general-text NLL then rises instead of falling: measured, +1.4 nats in 60 steps)
+            replay_part = [b for i, b in enumerate(blocks) if i not in probe_ids]
         set_rng_state(state)
-        probe_part, replay_part = ref[0::2], ref[1::2]
         if rcfg.replay_data:
             replay_part = read_reference(rcfg.replay_data, tok, rcfg.max_length, 10_000)
         self.replay = replay_part
