@@ -28,6 +28,8 @@ def _train(a) -> int:
     else:
         cfg = load_config(a.config, a.overrides)
     summary = train(cfg, resume=bool(a.resume), quiet=a.quiet)
+    if os.environ.get("RANK", "0") != "0":   # under torchrun, rank 0 speaks for the job
+        return 0
     print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "last_loss", "tokens_per_s", "base", "final")},
                      indent=1))
     return 0
@@ -125,8 +127,8 @@ def _demo_args(p):
     p.add_argument("--out", default="runs/demo", help="run directory")
     p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
     p.add_argument("--data-only", action="store_true", help="only write the data (for the presets in configs/)")
-    p.add_argument("--mitigation", default="none", choices=["replay", "distill", "l2sp", "ewc", "none"],
-                   help="add a second run with this forgetting mitigation (none: one run only)")
+    p.add_argument("--mitigation", default="distill", choices=["replay", "distill", "l2sp", "ewc", "none"],
+                   help="the second run's forgetting mitigation (default distill; none: one run only)")
 
 
 def _demo(a) -> int:
@@ -174,10 +176,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from .train.signals import Interrupted
 
+    run = COMMANDS[args.command][1]
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:   # a rank under torchrun: its error reaches torchrun's summary
+        from .train.distributed import torchrun_entry
+
+        run = torchrun_entry(run)
     try:
-        return COMMANDS[args.command][1](args)
+        return run(args)
     except Interrupted as e:
-        print(f"tailorlm {args.command}: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":   # every rank stopped at the same step; one says so
+            print(f"tailorlm {args.command}: {e}", file=sys.stderr)
         return e.exit_code
     except (ConfigError, DataError, ModelError, FileExistsError, FileNotFoundError, FloatingPointError,
             MemoryError) as e:

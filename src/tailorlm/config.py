@@ -79,6 +79,7 @@ class TrainConfig(Strict):
     keep_last: int = Field(2, ge=1)
     max_bad_steps: int = Field(3, ge=1)          # non-finite steps in a row before the run stops
     threads: Optional[int] = None                 # torch CPU threads; None keeps torch's default
+    parallel: Literal["none", "ddp", "fsdp"] = "none"   # under torchrun: replicated (ddp) or sharded (fsdp) weights
 
 
 class EvalConfig(Strict):
@@ -101,7 +102,8 @@ class RetentionConfig(Strict):
     max_length: int = Field(128, ge=16)           # reference blocks from a file
     max_forgetting: Optional[float] = None        # budget: reference-NLL increase (nats/token) a final model may have
     patience: int = Field(1, ge=1)                # stop once over budget for this many evaluations
-    replay: float = Field(0.0, ge=0, le=1)        # replay examples per task example in each step
+    replay: float = Field(0.0, ge=0, le=1)        # replay rows per task example in each step, and the weight of
+    #                                               their mean token loss against the task's
     replay_data: Optional[str] = None             # replay this text file instead of the reference's replay half
     l2sp: float = Field(0.0, ge=0)                # weight of sum (theta - theta0)^2
     ewc: float = Field(0.0, ge=0)                 # weight of sum F (theta - theta0)^2
@@ -148,6 +150,13 @@ class Config(Strict):
     def _cross_checks(self) -> "Config":
         if self.train.warmup >= self.train.steps and self.train.warmup > 0:
             self.train.warmup = self.train.steps // 10
+        r = self.retention
+        used = [k for k in ("replay", "l2sp", "ewc", "distill") if getattr(r, k)]
+        if self.train.parallel != "none" and used:
+            raise ValueError(f"retention.{used[0]} is not supported with train.parallel={self.train.parallel} "
+                             f"(the forgetting mitigations run on one process only). Fix: retention.{used[0]}=0, "
+                             "or train.parallel=none on one process; the retention probe and "
+                             "retention.max_forgetting work in parallel runs")
         return self
 
 
@@ -206,6 +215,8 @@ def _format_errors(err: ValidationError, source: str) -> str:
             near = difflib.get_close_matches(str(loc[-1]), _fields_at(e["loc"][:-1]), n=1)
             hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (near[0],)))!r}?" if near else ""
             lines.append(f"  {path}: unknown key{hint}")
+        elif not loc:   # a cross-check of several keys: its message names them
+            lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         elif e["type"] == "missing":
             lines.append(f"  {path}: required key is missing")
         else:

@@ -9,6 +9,18 @@ checkpoint only if its manifest verifies, so a kill mid-save leaves nothing that
         optimizer.pt            AdamW state (tensors and numbers only; loaded with weights_only=True)
         state.json              step, scheduler, RNG states, data position, metrics so far
         manifest.json           {file: sha256}, written last
+
+A run of several processes (train.parallel) writes the parameters and optimiser state with
+torch.distributed.checkpoint instead: each rank writes its own shards into `dcp/`, rank 0 adds
+state.json and, after every rank is done, the manifest. State is keyed by parameter name
+(get_state_dict / set_state_dict), not by shard, so such a checkpoint loads into any number of
+processes, one included (DCP loads without a process group), and a single-process checkpoint
+loads into a parallel run. `load` reads either format.
+
+    checkpoints/step-000050/
+        dcp/.metadata, dcp/__0_0.distcp, dcp/__1_0.distcp, ...   {"model": ..., "optim": ...}
+        state.json
+        manifest.json
 """
 from __future__ import annotations
 
@@ -19,6 +31,7 @@ import random
 import shutil
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +76,12 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
 
 
-def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: dict) -> Path:
-    """Write a checkpoint atomically; returns its final path. Raises (leaving older ones intact) on failure."""
+def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: dict, model=None,
+         dist=None) -> Path:
+    """Write a checkpoint atomically; returns its final path. Raises (leaving older ones intact) on failure.
+    With `dist` of several ranks, every rank calls this, and the model's shards go through DCP."""
+    if dist is not None and dist.parallel:
+        return _save_sharded(ckpt_dir, model=model, optimizer=optimizer, state=state, dist=dist)
     ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
     try:
@@ -100,7 +117,7 @@ def verify(ckpt_dir: Path) -> str | None:
         return "manifest is not valid JSON"
     for name, digest in manifest.items():
         f = (ckpt_dir / name).resolve()
-        if f.parent != ckpt_dir.resolve():
+        if not f.is_relative_to(ckpt_dir.resolve()) or f == ckpt_dir.resolve():
             return f"manifest names a path outside the checkpoint: {name!r}"
         if not f.is_file():
             return f"{name} is missing"
@@ -124,7 +141,15 @@ def latest(ckpt_root: Path) -> tuple[Path | None, list[str]]:
     return None, notes
 
 
-def load(ckpt_dir: Path, *, model, optimizer=None) -> dict:
+def load(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> dict:
+    """Parameters (and optimiser state) into `model`, whichever format the checkpoint has and however
+    many processes wrote it; returns state.json."""
+    if (ckpt_dir / "dcp").is_dir():
+        _load_sharded(ckpt_dir / "dcp", model, optimizer)
+        return json.loads((ckpt_dir / "state.json").read_text())
+    if dist is not None and dist.parallel:
+        _load_single_into_parallel(ckpt_dir, model, optimizer)
+        return json.loads((ckpt_dir / "state.json").read_text())
     params = load_file(str(ckpt_dir / "trainable.safetensors"))
     own = dict(model.named_parameters())
     unknown = set(params) - set(own)
@@ -143,3 +168,99 @@ def rotate(ckpt_root: Path, keep_last: int) -> None:
     good = [d for d in sorted(ckpt_root.glob("step-*")) if verify(d) is None]
     for d in good[:-max(1, keep_last)]:
         shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- several processes: DCP
+
+def trainable_state(model, **options) -> dict:
+    """The model's trainable parameters by name, through DCP's get_model_state_dict (sharded DTensors
+    under FSDP; `full_state_dict=True, cpu_offload=True` gathers them to rank 0). A frozen weight tied
+    to another (a tied LM head) slips through ignore_frozen_params, so names are checked here."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    own = {n for n, p in model.named_parameters() if p.requires_grad}
+    sd = get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True, **options))
+    return {k: v for k, v in sd.items() if k in own}
+
+
+def _state(model, optimizer) -> dict:
+    """{"model": trainable parameters by name[, "optim": optimiser state by parameter name]}: sharded
+    (DTensor) under FSDP, plain tensors otherwise."""
+    if optimizer is None:
+        return {"model": trainable_state(model)}
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return {"model": trainable_state(model),
+            "optim": get_optimizer_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))}
+
+
+def _save_sharded(ckpt_dir: Path, *, model, optimizer, state: dict, dist) -> Path:
+    import torch.distributed.checkpoint as dcp
+
+    def make_tmp():
+        ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+        t = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
+        (t / "dcp").mkdir()
+        return str(t)
+
+    tmp = Path(dist.on_main(make_tmp))
+    err = None
+    try:
+        dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))   # collective; files fsynced by DCP
+    except Exception as e:  # noqa: BLE001 - DCP raises the same failure on every rank
+        err = e
+    if dist.main and err is None:
+        try:
+            (tmp / "state.json").write_text(json.dumps(state))
+            _fsync(tmp / "state.json")
+            files = ["state.json"] + sorted(f"dcp/{p.name}" for p in (tmp / "dcp").iterdir())
+            (tmp / MANIFEST).write_text(json.dumps({f: _sha256(tmp / f) for f in files}))
+            _fsync(tmp / MANIFEST)
+            if ckpt_dir.exists():
+                shutil.rmtree(ckpt_dir)
+            os.rename(tmp, ckpt_dir)
+        except Exception as e:  # noqa: BLE001
+            err = e
+    # every rank leaves together, and with the same outcome: rank 0's
+    why = dist.broadcast(None if err is None else f"{type(err).__name__}: {err}")
+    if why is not None:
+        if dist.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"checkpoint {ckpt_dir.name}: {why}")
+    return ckpt_dir
+
+
+def _load_sharded(dcp_dir: Path, model, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    sd = _state(model, optimizer)
+    alone = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    with warnings.catch_warnings():   # DCP warns that one process without a group loads alone: it should
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(sd, checkpoint_id=str(dcp_dir), no_dist=alone)   # reshards to this run's processes, one included
+    opts = StateDictOptions(ignore_frozen_params=True, strict=False)   # (sd holds every trainable name)
+    if optimizer is None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(model, sd["model"], options=opts)
+    else:
+        set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"], options=opts)
+
+
+def _load_single_into_parallel(ckpt_dir: Path, model, optimizer) -> None:
+    """A single-process checkpoint (full tensors; optimiser state keyed by position) into a parallel
+    run: keyed by name, then distributed to this rank's shards by set_state_dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+
+    msd = load_file(str(ckpt_dir / "trainable.safetensors"))
+    opts = StateDictOptions(full_state_dict=True, strict=False)
+    if optimizer is None:
+        set_model_state_dict(model, msd, options=opts)
+        return
+    osd = torch.load(ckpt_dir / "optimizer.pt", weights_only=True, map_location="cpu")
+    name = {id(p): n for n, p in model.named_parameters()}
+    names = [name[id(p)] for g in optimizer.param_groups for p in g["params"]]   # the positions optimizer.pt uses
+    osd = {"state": {names[i]: v for i, v in osd["state"].items()},
+           "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in osd["param_groups"]]}
+    set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd, options=opts)
