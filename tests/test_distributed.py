@@ -36,7 +36,7 @@ def write_cfg(path: Path, tiny_llama, data, out: Path, method: str, parallel: st
     return path
 
 
-def torchrun(*args, env=None, nproc=2, timeout=240) -> subprocess.CompletedProcess:
+def torchrun(*args, env=None, nproc=2, timeout=600) -> subprocess.CompletedProcess:
     """`python -m torch.distributed.run --standalone --nproc-per-node 2 -m tailorlm ...`, one thread a rank."""
     import tailorlm
 

@@ -178,10 +178,13 @@ class Dist:
             raise RuntimeError("rank 0 could not write final/ (see its error)")
 
     def close(self) -> None:
+        """Leave the group together: no rank tears down its connections while another still has
+        collective work in flight (the last evaluation's all-gathers under FSDP)."""
         if self.parallel:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                dist.barrier()
                 dist.destroy_process_group()
 
 
