@@ -32,15 +32,13 @@ def val_loss(model, examples, *, pad_id: int, device: str, precision: str, batch
 def format_scores(scores: dict, base: dict | None = None) -> str:
     """'accuracy 0.8333 (+0.1900), val_loss 0.0982 (-2.9702)': every figure, and its change from the
     base model's step-0 score where there is one (the retention figures are changes already)."""
-    parts = []
+    d, parts = deltas(scores, base), []
     for k, v in scores.items():
         if not isinstance(v, float):
             continue
         s = f"{k} {v:.4f}" if math.isfinite(v) else f"{k} {v}"
-        b = (base or {}).get(k)
-        if isinstance(b, (int, float)) and math.isfinite(b) and math.isfinite(v) and not k.endswith("_change") \
-                and k not in ("kl_to_base", "majority"):
-            s += f" ({v - b:+.4f})"
+        if k in d and math.isfinite(d[k]):
+            s += f" ({d[k]:+.4f})"
         parts.append(s)
     return ", ".join(parts)
 

@@ -76,14 +76,30 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
 
 
+def _tmp_beside(ckpt_dir: Path) -> Path:
+    """A fresh hidden folder next to where the checkpoint will live (same file system: rename is atomic)."""
+    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
+
+
+def _seal(tmp: Path, files: list[str], ckpt_dir: Path, unsynced: list[str]) -> None:
+    """fsync what is not on disk yet, write the manifest of `files` last, then rename into place."""
+    for f in unsynced:
+        _fsync(tmp / f)
+    (tmp / MANIFEST).write_text(json.dumps({f: _sha256(tmp / f) for f in files}))
+    _fsync(tmp / MANIFEST)
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    os.rename(tmp, ckpt_dir)
+
+
 def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: dict, model=None,
          dist=None) -> Path:
     """Write a checkpoint atomically; returns its final path. Raises (leaving older ones intact) on failure.
     With `dist` of several ranks, every rank calls this, and the model's shards go through DCP."""
     if dist is not None and dist.parallel:
         return _save_sharded(ckpt_dir, model=model, optimizer=optimizer, state=state, dist=dist)
-    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
+    tmp = _tmp_beside(ckpt_dir)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
         if os.environ.get(KILL_IN_SAVE) == str(state.get("step")):  # fault injection for the tests
@@ -93,13 +109,7 @@ def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: d
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             files.append("optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state))
-        for f in files:
-            _fsync(tmp / f)
-        (tmp / MANIFEST).write_text(json.dumps({f: _sha256(tmp / f) for f in files}))
-        _fsync(tmp / MANIFEST)
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
-        os.rename(tmp, ckpt_dir)
+        _seal(tmp, files, ckpt_dir, unsynced=files)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -198,8 +208,7 @@ def _save_sharded(ckpt_dir: Path, *, model, optimizer, state: dict, dist) -> Pat
     import torch.distributed.checkpoint as dcp
 
     def make_tmp():
-        ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-        t = Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
+        t = _tmp_beside(ckpt_dir)
         (t / "dcp").mkdir()
         return str(t)
 
@@ -212,13 +221,8 @@ def _save_sharded(ckpt_dir: Path, *, model, optimizer, state: dict, dist) -> Pat
     if dist.main and err is None:
         try:
             (tmp / "state.json").write_text(json.dumps(state))
-            _fsync(tmp / "state.json")
             files = ["state.json"] + sorted(f"dcp/{p.name}" for p in (tmp / "dcp").iterdir())
-            (tmp / MANIFEST).write_text(json.dumps({f: _sha256(tmp / f) for f in files}))
-            _fsync(tmp / MANIFEST)
-            if ckpt_dir.exists():
-                shutil.rmtree(ckpt_dir)
-            os.rename(tmp, ckpt_dir)
+            _seal(tmp, files, ckpt_dir, unsynced=["state.json"])   # (DCP fsyncs its own files)
         except Exception as e:  # noqa: BLE001
             err = e
     # every rank leaves together, and with the same outcome: rank 0's
