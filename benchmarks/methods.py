@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import airline_rows, child_env, emit, md_table, process_peak_rss, run_child, write_split
 
 LR = {  # (smollm2, minilm)
     "full": (5e-5, 3e-4), "lora": (1e-3, 2e-3), "bottleneck": (1e-3, 2e-3), "prompt": (3e-2, 3e-2),
@@ -63,13 +61,7 @@ MODELS = {
 
 
 def write_data(work: Path, n_test: int = 300, n_train: int = 2000, seed: int = 0) -> Path:
-    from tailorlm.demo import airline_tweets
-
-    rows, _ = airline_tweets()
-    random.Random(seed).shuffle(rows)
-    for name, part in (("test", rows[:n_test]), ("train", rows[n_test:n_test + n_train])):
-        with open(work / f"{name}.jsonl", "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in part)
+    write_split(work, airline_rows(seed), n_test, "test", n_train)
     return work
 
 
@@ -92,40 +84,41 @@ def config(model: str, method: str, data: Path, out: Path, steps: int, batch: in
 
 
 def run_one(spec: dict) -> dict:
-    """In the child: train, then read the numbers off the run directory."""
+    """In the child: train (a callback keeps the run's data and every step's metrics record), then
+    read the numbers off the summary and the run directory."""
     from tailorlm.config import load_config
-    from tailorlm.data import build_data
-    from tailorlm.train.log import read_metrics
-    from tailorlm.train.loop import train
-    from tailorlm.train.setup import tokenizer_for
+    from tailorlm.train import Callback, train
 
-    cfg = load_config(raw=spec["raw"])
+    class Keep(Callback):
+        def __init__(self):
+            self.data, self.recs = None, []
+
+        def on_start(self, run):
+            self.data = run.data
+
+        def on_step_end(self, run, rec):
+            self.recs.append(dict(rec))
+
+    cfg, keep = load_config(raw=spec["raw"]), Keep()
     t0 = time.time()
-    s = train(cfg, quiet=True)
+    s = train(cfg, quiet=True, callbacks=[keep])
     wall = time.time() - t0
-    run = Path(cfg.output.dir)
-    data = build_data(cfg.data, tokenizer_for(cfg), cfg.train.seed, task=cfg.model.task)   # same split, lengths
-    steps = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r and "examples" in r][2:]
+    run, data = Path(cfg.output.dir), keep.data
+    steps = [r for r in keep.recs if "loss" in r and "examples" in r][2:]
     useful = sum(len(data.train[i].input_ids) for r in steps for i in r["examples"])
     secs = sum(r["tokens"] / r["tokens_per_s"] for r in steps)
     on_disk = sum(f.stat().st_size for f in (run / "final").glob("*.safetensors"))
     return {"trainable": s["trainable_params"], "total": s["total_params"],
             "acc_before": s["base"]["accuracy"], "acc_after": s["final"]["accuracy"],
             "f1_after": s["final"]["macro_f1"], "majority": s["base"]["majority"],
-            "tokens_per_s": useful / max(secs, 1e-9), "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "tokens_per_s": useful / max(secs, 1e-9), "peak_rss": process_peak_rss(),
             "on_disk": on_disk, "wall_s": wall, "first_loss": s["first_loss"], "last_loss": s["last_loss"]}
 
 
 def child(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--one", json.dumps(spec)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    if spec["raw"]["train"].get("threads"):
-        env["OMP_NUM_THREADS"] = str(spec["raw"]["train"]["threads"])
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        last = (p.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": last[:200]}
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    threads = spec["raw"]["train"].get("threads")
+    r = run_child(__file__, spec, child_env(**({"OMP_NUM_THREADS": str(threads)} if threads else {})), tail=1)
+    return {"error": (r["error"] or "?")[:200]} if "error" in r else r
 
 
 def mib(n: float) -> str:
@@ -138,17 +131,18 @@ def table(model: str, results: dict, steps: int, batch: int, threads: int | None
     ok = [r for r in results.values() if "error" not in r]
     title = (f"**{MODELS[model]['path']}** ({MODELS[model]['task']}), {steps} steps x batch {batch}; "
              f"held-out majority class {ok[0]['majority']:.3f}; {threads or 'default'} torch threads" if ok else f"**{model}**")
-    lines = [title, "", "| method | lr | trainable | share | accuracy before -> after | macro-F1 after | "
-             "train tokens/s | peak RSS | on disk |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    rows = []
     for name, r in results.items():
         lr = LR[name][model == "minilm"]
         if "error" in r:
-            lines.append(f"| {name} | {lr or '-'} | - | - | not run: {r['error']} | | | | |")
+            rows.append([name, lr or "-", "-", "-", f"not run: {r['error']}", "", "", "", ""])
             continue
-        lines.append(f"| {name} | {lr:g} | {r['trainable']:,} | {100 * r['trainable'] / r['total']:.3f}% | "
-                     f"{r['acc_before']:.3f} -> {r['acc_after']:.3f} | {r['f1_after']:.3f} | "
-                     f"{r['tokens_per_s']:,.0f} | {mib(r['peak_rss'])} | {mib(r['on_disk'])} |")
-    return "\n".join(lines)
+        rows.append([name, f"{lr:g}", f"{r['trainable']:,}", f"{100 * r['trainable'] / r['total']:.3f}%",
+                     f"{r['acc_before']:.3f} -> {r['acc_after']:.3f}", f"{r['f1_after']:.3f}",
+                     f"{r['tokens_per_s']:,.0f}", mib(r["peak_rss"]), mib(r["on_disk"])])
+    head = ["method", "lr", "trainable", "share", "accuracy before -> after", "macro-F1 after", "train tokens/s",
+            "peak RSS", "on disk"]
+    return title + "\n\n" + md_table(head, "lrrrlrrrr", rows)
 
 
 def main(argv=None) -> int:
@@ -165,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.one:
-        print(json.dumps(run_one(json.loads(a.one))))
+        emit(run_one(json.loads(a.one)))
         return 0
     if a.from_json:
         saved = json.loads(Path(a.from_json).read_text())

@@ -15,20 +15,14 @@ KL to the base model, and wall time.
 from __future__ import annotations
 
 import argparse
-import bz2
-import importlib.util
-import json
 import re
-import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from tailorlm.config import load_config  # noqa: E402
-from tailorlm.demo import demo_config, write_split  # noqa: E402
-from tailorlm.train.loop import train  # noqa: E402
+from harness import finished, md_table, wiki_articles, write_jsonl
+from tailorlm.config import load_config
+from tailorlm.demo import demo_config, write_split
+from tailorlm.train import train
 
 MITIGATIONS = {   # each at a weak and a strong setting: the trade-off, not one lucky point
     "none": {},
@@ -55,21 +49,13 @@ def strip_wikitext(t: str) -> str:
 
 
 def wikipedia_jsonl(out: Path) -> Path:
-    spec = importlib.util.find_spec("gensim")
-    if spec is None:
-        raise SystemExit("needs the gensim wheel's test data: pip install --no-deps gensim")
-    src = Path(spec.submodule_search_locations[0]) / "test" / "test_data" / \
-        "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-    root = ET.fromstring(bz2.open(src).read())
-    ns = root.tag.split("}")[0] + "}"
-    with open(out, "w") as fh:
-        for page in root.iter(ns + "page"):
-            text = page.findtext(f"{ns}revision/{ns}text") or ""
-            if text.lower().startswith("#redirect"):
-                continue
-            for para in strip_wikitext(text).split("\n\n"):
-                if len(para.split()) >= 40:
-                    fh.write(json.dumps({"text": para}) + "\n")
+    """The articles' paragraphs of 40 words or more, one {"text": ...} a line."""
+    try:
+        articles = wiki_articles()
+    except FileNotFoundError:
+        raise SystemExit("needs the gensim wheel's test data: pip install --no-deps gensim") from None
+    write_jsonl(out, [{"text": para} for text in articles for para in strip_wikitext(text).split("\n\n")
+                      if len(para.split()) >= 40])
     return out
 
 
@@ -91,10 +77,8 @@ def main() -> None:
         raw["retention"] = {"reference": str(wiki), "samples": 48, "max_length": 128, **MITIGATIONS[name]}
         raw["eval"] = {"max_examples": 300, "before": i == 0, "keep_best": False}
         raw["train"].update(eval_every=a.steps, save_every=a.steps, threads=a.threads)
-        done = run / "summary.json"
-        if done.is_file() and json.loads(done.read_text())["steps"] == a.steps and (i > 0 or json.loads(
-                done.read_text())["base"]):   # finished earlier (same steps): its numbers, not a rerun
-            s = json.loads(done.read_text())
+        s = finished(run, a.steps, need=() if i else ("base",))
+        if s is not None:   # finished earlier (same steps): its numbers, not a rerun
             wall = s["wall_time_s"]
         else:
             t0 = time.time()
@@ -108,10 +92,8 @@ def main() -> None:
               f"KL {f['kl_to_base']:.4f}, {wall:.0f} s", flush=True)
     print(f"\nbase model: held-out accuracy {base['accuracy']:.3f}, general-text NLL {base['ref_nll']:.4f}; "
           f"LoRA r=16 on the top 10 layers, {a.steps} steps of 8 tweets\n")
-    print("| mitigation | held-out accuracy | general NLL change | KL to base | wall time |")
-    print("|---|---:|---:|---:|---:|")
-    for name, acc, dn, kl, wall in rows:
-        print(f"| {name} | {acc:.3f} | {dn:+.4f} | {kl:.4f} | {wall:.0f} s |")
+    print(md_table(["mitigation", "held-out accuracy", "general NLL change", "KL to base", "wall time"], "lrrrr",
+                   [[name, f"{acc:.3f}", f"{dn:+.4f}", f"{kl:.4f}", f"{wall:.0f} s"] for name, acc, dn, kl, wall in rows]))
     gain0, drift0 = rows[0][1] - base["accuracy"], rows[0][2]
     for name, acc, dn, kl, wall in rows[1:]:
         keeps = (acc - base["accuracy"]) / gain0 if gain0 > 0 else float("nan")

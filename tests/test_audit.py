@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tailorlm.audit import AuditReport, Finding, run_audit
-from tailorlm.audit import command, dupes, pii
+from tailorlm.audit import dupes, pii
+from tailorlm.commands import audit as command
 from tailorlm.audit.schema import make_layout
 
 # Twenty distinct, PII-free sentences: enough rows for the robust length statistics, and

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from tailorlm.config import ConfigError, load_config, to_yaml
-from tailorlm.train.distributed import FAIL_AT, Dist
+from tailorlm.train.distributed import Dist
 from tailorlm.train.log import read_metrics
 from tailorlm.train.loop import train
 
+from .faults import FAIL_AT
 from .tiny_models import one_thread  # noqa: F401  (autouse: one thread per test)
 
 STEPS, SAVE = 10, 5
@@ -40,7 +41,7 @@ def torchrun(*args, env=None, nproc=2, timeout=600) -> subprocess.CompletedProce
     """`python -m torch.distributed.run --standalone --nproc-per-node 2 -m tailorlm ...`, one thread a rank."""
     import tailorlm
 
-    src = str(Path(tailorlm.__file__).parents[1])
+    src = os.pathsep.join([str(Path(tailorlm.__file__).parents[1]), str(Path(__file__).parents[1])])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "tailorlm", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
@@ -154,7 +155,8 @@ def test_a_one_process_checkpoint_resumes_in_two_processes(single, tmp_path):
 
 
 def test_a_failing_rank_stops_the_job_with_its_message_and_leaves_no_process(tmp_path, tiny_llama, tweets_text_file):
-    cfg = write_cfg(tmp_path / "cfg.yaml", tiny_llama, tweets_text_file, tmp_path / "run", "lora", "fsdp")
+    cfg = write_cfg(tmp_path / "cfg.yaml", tiny_llama, tweets_text_file, tmp_path / "run", "lora", "fsdp",
+                    callbacks=["tests.faults:Faults"])
     t = time.time()
     p = torchrun("train", str(cfg), "--quiet", env={FAIL_AT: "1:3"})
     assert p.returncode != 0

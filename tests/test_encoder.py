@@ -15,7 +15,7 @@ from tailorlm.data.tokenize import Example
 from tailorlm.methods import METHOD_CONFIGS, METHODS
 from tailorlm.models.load import load_model
 from tailorlm.train.loop import train
-from tailorlm.train.loss import class_logits
+from tailorlm.forward import class_logits
 
 from .conftest import write_jsonl
 from .tiny_models import mixed_tweets, one_thread, run_config, tiny_bert, tweets_cls_file  # noqa: F401  (fixtures)
@@ -23,7 +23,7 @@ from .tiny_models import mixed_tweets, one_thread, run_config, tiny_bert, tweets
 
 @pytest.mark.parametrize("method", [{"name": "bottleneck", "reduction_factor": 4}, {"name": "prompt", "virtual_tokens": 4}])
 def test_encoder_classifier_trains_evaluates_and_reloads_from_its_run(method, tiny_bert, tweets_cls_file, tmp_path):  # noqa: F811
-    from tailorlm.cmd_eval import evaluate_target
+    from tailorlm.commands.evaluate import evaluate_target
 
     run = tmp_path / "run"
     s = train(run_config(tiny_bert, tweets_cls_file, run, method, task="sequence_classification", steps=6), quiet=True)
@@ -50,7 +50,7 @@ def test_classifier_needs_labelled_rows_and_two_labels(tiny_bert, tmp_path):  # 
 
 
 def _build(model_dir, data, tmp_path, fmt):
-    from tailorlm.train.setup import build
+    from tailorlm.build import build
 
     cfg = run_config(model_dir, data, tmp_path / "r", {"name": "full"}, task="sequence_classification")
     cfg.data.format = fmt

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from tailorlm.cli import main
+from tailorlm.commands import main
 from tailorlm.train.loop import train
-from tailorlm.train.setup import load_run
+from tailorlm.build import load_run
 
 from .tiny_models import one_thread, run_config, tiny_bert, tweets_cls_file  # noqa: F401  (fixtures)
 

@@ -37,8 +37,17 @@ def test_pickled_weights_are_refused_without_being_executed(tmp_path, tiny_llama
     with pytest.raises(ModelError, match=r"weights are pickled \(pytorch_model.bin\).*Fix: convert them to safetensors"):
         load_model(str(d))
     assert not marker.exists()
-    # opting in still goes through torch.load(weights_only=True), which refuses the payload
-    with pytest.raises(Exception):
+    # opting in still goes through torch.load(weights_only=True), which refuses the payload. (Pickled with
+    # protocol 4, torch 2.13's weights-only unpickler stops at the protocol's FRAME opcode, "Unsupported
+    # operand 149", before it reaches the payload's global...)
+    with pytest.raises(pickle.UnpicklingError, match=r"^Weights only load failed"):
+        load_model(str(d), allow_pickle=True)
+    assert not marker.exists()
+    # ...so the same payload in protocol 2 shows that it refuses the global itself: open() is not allowed
+    with open(d / "pytorch_model.bin", "wb") as fh:
+        pickle.dump({"model.embed_tokens.weight": _Exploit(str(marker))}, fh, protocol=2)
+    with pytest.raises(pickle.UnpicklingError,
+                       match=r"(?s)^Weights only load failed.*Unsupported global: GLOBAL io\.open was not an allowed"):
         load_model(str(d), allow_pickle=True)
     assert not marker.exists()
 
@@ -71,12 +80,12 @@ def test_secret_looking_config_values_are_redacted_when_saved():
 
 
 def test_out_of_memory_suggests_settings_that_fit(tmp_path, tiny_llama, tweets_text_file, monkeypatch):
-    import tailorlm.train.loop as loop
+    from tailorlm import forward
 
     def oom(model, batch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setitem(loop.LOSSES, "causal_lm", oom)
+    monkeypatch.setitem(forward.LOSSES, "causal_lm", oom)
     cfg = load_config(raw={"model": str(tiny_llama), "data": {"train": str(tweets_text_file), "format": "text"},
                            "train": {"steps": 2, "batch_size": 8, "grad_accum": 2}, "eval": {"before": False},
                            "retention": {"reference": None}, "output": {"dir": str(tmp_path / "run")}})

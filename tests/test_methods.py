@@ -11,8 +11,7 @@ import torch
 from tailorlm.data.tokenize import IGNORE, Example
 from tailorlm.methods import METHOD_CONFIGS, METHODS, NotMergeable, count
 from tailorlm.models.load import load_model
-from tailorlm.retention.regularizers import adapters_off
-from tailorlm.train.loss import LOSSES, batcher, class_logits, lm_logits
+from tailorlm.forward import LOSSES, batcher, class_logits, lm_logits
 
 from .tiny_models import mixed_tweets, one_thread, tiny_bert  # noqa: F401  (fixtures)
 
@@ -150,7 +149,7 @@ def test_method(case, kind, tiny_llama, tiny_bert, tmp_path):  # noqa: F811
 
     # switched off (the retention probe's and distillation's base): the base model's function again
     fresh, _ = load(kind, tiny_llama, tiny_bert)
-    off = adapters_off(model)
+    off = METHODS[name].disabled(model)
     assert (off is None) == (name == "full")
     if off is not None and kind == "decoder":                     # (an encoder's new head has no base)
         with off:
@@ -224,14 +223,14 @@ def test_virtual_tokens_loss_matches_peft(name, tiny_llama):
 
 @pytest.mark.parametrize("name", ["prompt", "prefix"])
 def test_label_scores_with_virtual_tokens_match_peft(name, tiny_llama):
-    from tailorlm.eval.tasks import _score
+    from tailorlm.eval.tasks import score_candidates
 
     model, tok = load_model(str(tiny_llama))
     model = METHODS[name].apply(model, METHOD_CONFIGS[name](virtual_tokens=N_VIRTUAL))
     model.eval()
     prompts = [e.input_ids[:12 + 3 * i] for i, e in enumerate(examples(tok, "decoder", 3))]
     for cands in ([[17], [42], [99]], [[17, 18], [42], [99, 7, 3]]):   # one forward per prompt, or per pair
-        scores = _score(model, prompts, cands, pad_id=tok.pad_token_id, device="cpu", precision="fp32",
+        scores = score_candidates(model, prompts, cands, pad_id=tok.pad_token_id, device="cpu", precision="fp32",
                         batch_size=8)
         with torch.no_grad():
             want = torch.tensor([[-_peft_nll_sum(model, p + c, [IGNORE] * len(p) + c) for c in cands]
@@ -285,7 +284,7 @@ def test_bottleneck_on_gpt2_uses_its_module_map(tiny_tokenizer_dir):
 
 
 def test_methods_command_counts_on_a_model(tiny_llama, capsys):
-    from tailorlm.cli import main
+    from tailorlm.commands import main
 
     assert main(["methods", "--model", str(tiny_llama)]) == 0
     out = capsys.readouterr().out
@@ -299,7 +298,7 @@ def test_methods_command_counts_on_a_model(tiny_llama, capsys):
 def test_layout_follows_peft_disable_adapter(tiny_llama):
     """Retention probes compare with the base function through PEFT's disable_adapter(): then nothing
     is prepended and the logits must be read without an offset."""
-    from tailorlm.methods import layout
+    from tailorlm.methods import sequence_layout as layout
 
     model, tok = load_model(str(tiny_llama))
     base, _ = load_model(str(tiny_llama))

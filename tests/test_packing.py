@@ -7,7 +7,7 @@ from tailorlm.config import DataConfig
 from tailorlm.data import build_data
 from tailorlm.data.batching import Order, collate
 from tailorlm.data.tokenize import IGNORE, Example
-from tailorlm.train.loss import lm_loss_sum
+from tailorlm.forward import lm_loss_sum
 
 
 def _setup(tiny_llama, tweets_text_file):

@@ -16,6 +16,8 @@ from tailorlm.train import checkpoint
 from tailorlm.train.log import read_metrics
 from tailorlm.train.loop import train
 
+from . import faults
+
 STEPS = 12
 
 
@@ -34,8 +36,9 @@ def cli(*args, env=None, **kw):
     import tailorlm  # the child runs the same tailorlm as this test, installed or not
 
     src = str(Path(tailorlm.__file__).parents[1])
+    path = os.pathsep.join([src, str(Path(__file__).parents[1])])   # (and tests.faults, for injected faults)
     return subprocess.Popen([sys.executable, "-m", "tailorlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": src, **(env or {})}, **kw)
+                            text=True, env={**os.environ, "PYTHONPATH": path, **(env or {})}, **kw)
 
 
 def wait_for_step(run, step, proc, timeout=120):
@@ -85,8 +88,8 @@ def test_sigkill_mid_step_then_resume_equals_an_uninterrupted_run(tmp_path, tiny
 
 def test_sigkill_mid_save_leaves_the_previous_checkpoint_and_resumes_exactly(tmp_path, tiny_llama, tweets_text_file,
                                                                              reference):
-    cfg = write_cfg(tmp_path, tiny_llama, tweets_text_file, "run")
-    p = cli("train", str(cfg), "--quiet", env={checkpoint.KILL_IN_SAVE: "8"})
+    cfg = write_cfg(tmp_path, tiny_llama, tweets_text_file, "run", callbacks=["tests.faults:Faults"])
+    p = cli("train", str(cfg), "--quiet", env={faults.KILL_IN_SAVE: "8"})
     p.communicate(timeout=300)
     assert p.returncode == -signal.SIGKILL
     ck = tmp_path / "run" / "checkpoints"
@@ -133,22 +136,22 @@ def test_a_tampered_or_truncated_checkpoint_is_detected_and_skipped(reference, t
 
 def test_a_nan_step_is_skipped_and_counted_and_too_many_stop_the_run(tmp_path, tiny_llama, tweets_text_file,
                                                                     monkeypatch):
-    import tailorlm.train.loop as loop
+    from tailorlm import forward
 
-    real, calls = loop.LOSSES["causal_lm"], {"n": 0}
+    real, calls = forward.LOSSES["causal_lm"], {"n": 0}
 
     def nan_on_step_5(model, batch):  # 2 micro-batches per step: training calls 9 and 10 are step 5
         calls["n"] += model.training
         s, n = real(model, batch)
         return (s * float("nan"), n) if calls["n"] in (9, 10) else (s, n)
 
-    monkeypatch.setitem(loop.LOSSES, "causal_lm", nan_on_step_5)
+    monkeypatch.setitem(forward.LOSSES, "causal_lm", nan_on_step_5)
     s = train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "nan")), quiet=True)
     recs = {r["step"]: r for r in read_metrics(tmp_path / "nan" / "metrics.jsonl") if "loss" in r}
     assert recs[5].get("skipped") and not any(recs[k].get("skipped") for k in recs if k != 5)
     assert s["skipped_steps"] == 1 and all(torch.isfinite(v).all() for v in final_weights(tmp_path / "nan").values())
 
-    monkeypatch.setitem(loop.LOSSES, "causal_lm", lambda m, b: (real(m, b)[0] * float("inf"), b.n_targets))
+    monkeypatch.setitem(forward.LOSSES, "causal_lm", lambda m, b: (real(m, b)[0] * float("inf"), b.n_targets))
     with pytest.raises(FloatingPointError, match="3 steps in a row had a non-finite loss.*stopped"):
         train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "inf")), quiet=True)
 
@@ -201,9 +204,9 @@ class _Crash(Exception):
 def test_every_method_resumes_to_the_same_losses_and_weights(tmp_path, tiny_llama, tweets_text_file, method,
                                                              monkeypatch):
     """A run that dies after step 6 (checkpoint at 4) and resumes equals an uninterrupted run."""
-    import tailorlm.train.loop as loop
+    from tailorlm import forward
     from tailorlm.methods import trainable
-    from tailorlm.train.setup import load_run
+    from tailorlm.build import load_run
 
     def cfg(name):
         c = load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, name))
@@ -212,7 +215,7 @@ def test_every_method_resumes_to_the_same_losses_and_weights(tmp_path, tiny_llam
         return c
 
     train(cfg("ref"), quiet=True)
-    real = loop.LOSSES["causal_lm"]
+    real = forward.LOSSES["causal_lm"]
     calls = {"n": 0}
 
     def dies_in_step_7(model, batch):
@@ -221,10 +224,10 @@ def test_every_method_resumes_to_the_same_losses_and_weights(tmp_path, tiny_llam
             raise _Crash()
         return real(model, batch)
 
-    monkeypatch.setitem(loop.LOSSES, "causal_lm", dies_in_step_7)
+    monkeypatch.setitem(forward.LOSSES, "causal_lm", dies_in_step_7)
     with pytest.raises(_Crash):
         train(cfg("run"), quiet=True)
-    monkeypatch.setitem(loop.LOSSES, "causal_lm", real)
+    monkeypatch.setitem(forward.LOSSES, "causal_lm", real)
     train(cfg("run"), resume=True, quiet=True)
     assert per_step(tmp_path / "run") == per_step(tmp_path / "ref")
     a, b = load_run(tmp_path / "ref")[1], load_run(tmp_path / "run")[1]

@@ -9,7 +9,7 @@ from tailorlm.config import load_config
 from tailorlm.eval.tasks import macro_f1
 from tailorlm.eval.text_metrics import exact_match, generation_scores, rouge_l, token_f1
 from tailorlm.retention import regularizers as reg
-from tailorlm.retention.guard import Guard
+from tailorlm.train.select import Guard
 from tailorlm.retention.probe import kl_divergence
 from tailorlm.train.log import read_metrics
 from tailorlm.train.loop import train
@@ -130,17 +130,19 @@ def run_cfg(tiny_llama, data_file, out, **sections):
 
 
 def test_more_l2sp_strictly_reduces_forgetting(tiny_llama, tweets_text_file, tmp_path):
-    drift = []
+    drift, kl = [], []
     for w in (0.0, 30.0):
         s = train(run_cfg(tiny_llama, tweets_text_file, tmp_path / f"l2sp{w}", retention={"l2sp": w},
                           eval={"keep_best": False}), quiet=True)
         drift.append(s["final"]["ref_nll_change"])
+        kl.append(s["final"]["kl_to_base"])
         assert s["base"]["ref_nll"] > 0 and "kl_to_base" in s["final"]
     assert drift[0] > 0 and drift[1] < drift[0]
+    assert kl[0] > 0.1 and kl[1] < kl[0] / 10   # the output distribution stays near the base's too
 
 
 def test_early_stopping_restores_the_best_checkpoints_weights_exactly(tiny_llama, tweets_text_file, tmp_path):
-    from tailorlm.train.setup import load_run
+    from tailorlm.build import load_run
 
     # min_delta is unreachable, so the first evaluation (step 4) stays best and patience 2 stops at step 12
     s = train(run_cfg(tiny_llama, tweets_text_file, tmp_path / "r", eval={"patience": 2, "min_delta": 100.0}),
@@ -157,7 +159,7 @@ def test_early_stopping_restores_the_best_checkpoints_weights_exactly(tiny_llama
 def test_a_checkpoint_over_the_forgetting_budget_is_never_final(tiny_llama, tweets_text_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tailorlm.train.setup import load_run
+    from tailorlm.build import load_run
 
     s = train(run_cfg(tiny_llama, tweets_text_file, tmp_path / "r", retention={"max_forgetting": 1e-9},
                       train={"lr": 1e-2}), quiet=True)
@@ -194,8 +196,67 @@ def test_generation_and_fewshot_baselines_are_reported(tiny_llama, tmp_path):
                       train={"steps": 2, "eval_every": 2}, eval={"generate": 4, "max_new_tokens": 3},
                       retention={"reference": None}), quiet=True)
     assert {"exact_match", "token_f1", "rouge_l"} <= set(s["final"]) and 0 <= s["final"]["rouge_l"] <= 1
-    c = write_jsonl(tmp_path / "c.jsonl", [{"text": r["text"], "label": r["label"]} for r in rows])
-    s = train(run_cfg(tiny_llama, c, tmp_path / "fs", data={"format": "classification"},
+    # (real_tweets(120) are all 'negative': the file is ordered. Shuffled rows have all three labels.)
+    from .tiny_models import mixed_tweets
+
+    cls = [{"text": r["text"], "label": r["label"]} for r in mixed_tweets(200)]
+    train_rows, held_rows = cls[:100], cls[100:120]
+    c, v = write_jsonl(tmp_path / "c.jsonl", train_rows), write_jsonl(tmp_path / "v.jsonl", held_rows)
+    # the random tiny model predicts one label whatever the prompt, so the shots could not change its
+    # accuracy; a base briefly tuned on other rows of the task (full fine-tuning: final/ is a plain model
+    # folder) answers according to its context
+    pre = write_jsonl(tmp_path / "pre.jsonl", cls[120:])
+    train(run_cfg(tiny_llama, pre, tmp_path / "pre", data={"format": "classification"},
+                  train={"steps": 10, "eval_every": 10}, eval={"keep_best": False, "before": False},
+                  retention={"reference": None}), quiet=True)
+    base_dir = tmp_path / "pre" / "final"
+    s = train(run_cfg(base_dir, c, tmp_path / "fs", data={"format": "classification", "val": str(v)},
                       train={"steps": 2, "eval_every": 2}, eval={"fewshot": 2}, retention={"reference": None}),
               quiet=True)
-    assert 0 <= s["base"]["fewshot2_accuracy"] <= 1 and "accuracy" in s["base"]
+    # the base model's zero- and 2-shot accuracy, recomputed: the shots are random.Random(train.seed)
+    # .sample(train rows, k), placed before the question as earlier chat turns; each label word is scored
+    # by its summed log-probability after the prompt under the base model; the most likely one wins
+    import random
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    assert tok("a")["input_ids"][:1] != [tok.bos_token_id]        # this tokenizer adds no BOS
+    labels = sorted({r["label"] for r in train_rows})
+    held = held_rows[:16]                                          # eval.max_examples
+
+    def turn(user, assistant=None):
+        t = f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+        return t + f"{assistant}<|im_end|>\n" if assistant is not None else t
+
+    def scores(shots):
+        pred = []
+        for r in held:
+            prompt = tok("".join(turn(x["text"], x["label"]) for x in shots) + turn(r["text"]),
+                         add_special_tokens=False)["input_ids"]
+            best = None
+            for lab in labels:
+                cand = tok(lab, add_special_tokens=False)["input_ids"]
+                with torch.no_grad():
+                    lp = base(input_ids=torch.tensor([prompt + cand])).logits[0].log_softmax(-1)
+                score = sum(float(lp[len(prompt) - 1 + i, t]) for i, t in enumerate(cand))
+                if best is None or score > best[0]:
+                    best = (score, lab)
+            pred.append(best[1])
+        gold = [r["label"] for r in held]
+        acc = sum(p == g for p, g in zip(pred, gold)) / len(gold)
+        f1 = []
+        for lab in labels:
+            tp = sum(p == g == lab for p, g in zip(pred, gold))
+            fp = sum(p == lab != g for p, g in zip(pred, gold))
+            fn = sum(g == lab != p for p, g in zip(pred, gold))
+            f1.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+        return acc, sum(f1) / len(f1), pred
+
+    acc0, f10, pred0 = scores([])
+    acc2, f12, pred2 = scores(random.Random(0).sample(train_rows, 2))
+    assert len(set(pred0)) > 1 and pred2 != pred0       # the prompt matters, so these numbers pin the shots
+    assert s["base"]["accuracy"] == pytest.approx(acc0) and s["base"]["macro_f1"] == pytest.approx(f10)
+    assert s["base"]["fewshot2_accuracy"] == pytest.approx(acc2)
+    assert s["base"]["fewshot2_macro_f1"] == pytest.approx(f12)

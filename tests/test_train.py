@@ -51,7 +51,7 @@ def test_lora_final_loads_with_peft_to_equal_logits(tiny_llama, tweets_text_file
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tailorlm.train.setup import load_run
+    from tailorlm.build import load_run
 
     train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "r"), quiet=True)
     final = tmp_path / "r" / "final"
@@ -69,7 +69,7 @@ def test_full_final_loads_with_transformers_to_equal_logits(tiny_llama, tweets_t
 
     cfg = cfg_for(tiny_llama, tweets_text_file, tmp_path / "r", method={"name": "full"})
     train(cfg, quiet=True)
-    from tailorlm.train.setup import load_run
+    from tailorlm.build import load_run
 
     _, ours, _ = load_run(tmp_path / "r")
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "r" / "final")
@@ -86,7 +86,7 @@ def test_grad_accumulation_normalises_by_all_target_tokens(tiny_llama, tweets_te
     from tailorlm.config import DataConfig
     from tailorlm.data import build_data
     from tailorlm.data.batching import collate
-    from tailorlm.train.loss import lm_loss_sum
+    from tailorlm.forward import lm_loss_sum
 
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     data = build_data(DataConfig(train=str(tweets_text_file), format="text", max_length=40), tok)

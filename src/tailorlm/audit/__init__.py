@@ -3,7 +3,7 @@
 `run_audit(train, val, test, ...)` reads the files through the training reader and runs one family
 of checks per module - parse, schema, quality, dupes, labels, pii, tokens - returning an
 `AuditReport` of `Finding`s (severity fatal / warning / info; see `report`) and stats. The
-`tailorlm audit` subcommand lives in `command`.
+`tailorlm audit` subcommand lives in `tailorlm.commands.audit`.
 """
 from .core import load_tokenizer, run_audit
 from .report import FATAL, INFO, WARNING, AuditReport, Finding

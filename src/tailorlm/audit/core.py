@@ -68,6 +68,18 @@ def run_audit(train, val=None, test=None, *, fmt: str = "auto", fields: dict | N
     return report
 
 
+def _label_checks(report: AuditReport, usable: list[dict], layout, labels) -> None:
+    found, st = labels_mod.check_labels(usable, layout, labels)
+    report.findings += found
+    if st:
+        report.stats["labels"] = st
+        report.stats["majority_baseline"] = st.get("train", {}).get("majority_baseline")
+        if any(r.get("_salvaged") for r in usable):
+            # what training itself will see: the reader drops the undecodable lines
+            _, report.stats["labels_as_trained"] = labels_mod.check_labels(
+                [r for r in usable if not r.get("_salvaged")], layout, labels)
+
+
 def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_dup_threshold,
            on_error, shingle, shingle_size, options) -> AuditReport:
     if on_error not in ("skip", "stop"):
@@ -124,15 +136,7 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
     report.findings += found
     report.stats.update(st)
     lap("duplicates")
-    found, st = labels_mod.check_labels(usable, layout, labels)
-    report.findings += found
-    if st:
-        report.stats["labels"] = st
-        report.stats["majority_baseline"] = st.get("train", {}).get("majority_baseline")
-        if any(r.get("_salvaged") for r in usable):
-            # what training itself will see: the reader drops the undecodable lines
-            _, report.stats["labels_as_trained"] = labels_mod.check_labels(
-                [r for r in usable if not r.get("_salvaged")], layout, labels)
+    _label_checks(report, usable, layout, labels)
     lap("labels")
     found, report.stats["pii"] = pii.check_pii(rows)
     report.findings += found

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from .report import WARNING, Finding, MAX_EXAMPLES, example, shorten
-from .schema import Layout
+from .schema import RowSchema
 
 CHECK = "duplicates"
 NUM_PERM = 128
@@ -130,7 +130,7 @@ def jaccard(x: set, y: set) -> float:
     return len(x & y) / len(x | y)
 
 
-def check_duplicates(rows: list[dict], layout: Layout, threshold: float = 0.8,
+def check_duplicates(rows: list[dict], layout: RowSchema, threshold: float = 0.8,
                      shingle: str = "word", k: int = 2) -> tuple[list[Finding], dict]:
     """rows carry `_split`; returns findings and stats for exact and near duplicates."""
     texts = [layout.content(r) for r in rows]

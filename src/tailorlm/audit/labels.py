@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections import Counter
 
 from .report import INFO, WARNING, Finding
-from .schema import Layout
+from .schema import RowSchema
 
 CHECK = "labels"
 IMBALANCE_INFO = 1.5     # majority/minority ratio worth mentioning
 IMBALANCE_WARN = 10.0    # ... and worth a warning: the minority class barely gets trained
 
 
-def check_labels(rows: list[dict], layout: Layout, labels: list | None = None) -> tuple[list[Finding], dict]:
+def check_labels(rows: list[dict], layout: RowSchema, labels: list | None = None) -> tuple[list[Finding], dict]:
     if layout.fmt != "classification":
         return [], {}
     findings: list[Finding] = []

@@ -35,7 +35,6 @@ class SplitData:
     skipped: list[Problem] = field(default_factory=list)
     salvaged: int = 0
     readable: int = 0                                      # rows the training reader keeps
-    failed: bool = False                                   # the file could not be read at all
 
 
 def read_split(split: str, path: str | os.PathLike, on_error: str = "skip",
@@ -49,11 +48,9 @@ def read_split(split: str, path: str | os.PathLike, on_error: str = "skip",
         result = read_rows(path, on_error="skip")
     except DataError as e:
         # a missing file or an unknown suffix: training would not start, hence fatal
-        data.failed = True
         findings.append(Finding(FATAL, CHECK, str(e).splitlines()[0], str(path)))
         return data, findings
     except (OSError, ValueError) as e:   # unreadable file, corrupt Parquet, ...
-        data.failed = True
         findings.append(Finding(FATAL, CHECK, f"cannot read: {e}", str(path)))
         return data, findings
 

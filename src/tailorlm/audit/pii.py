@@ -147,10 +147,6 @@ def mask_text(text: str) -> str:
     return replace_spans(text, find_pii(text), mask)
 
 
-def redact_text(text: str) -> str:
-    return replace_spans(text, find_pii(text), lambda k, v: PLACEHOLDER[k])
-
-
 def _strings(v):
     if isinstance(v, str):
         yield v

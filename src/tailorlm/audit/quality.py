@@ -21,7 +21,7 @@ import re
 import numpy as np
 
 from .report import INFO, WARNING, Collector
-from .schema import Layout
+from .schema import RowSchema
 
 CHECK = "quality"
 _CP1252_EXTRA = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"
@@ -48,7 +48,7 @@ def mojibake(text: str) -> list[str]:
     return found
 
 
-def check_quality(rows: list[dict], layout: Layout) -> tuple[list, dict]:
+def check_quality(rows: list[dict], layout: RowSchema) -> tuple[list, dict]:
     col = Collector()
     stats = {"replacement_char": 0, "mojibake": 0, "control_chars": 0, "mangled_rows": 0,
              "whitespace_targets": 0, "bare_cr": 0}

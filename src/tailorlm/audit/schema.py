@@ -5,7 +5,7 @@ Alpaca layout instruction/input/output), `chat` (a "messages" list of {role, con
 `classification` (text + label). `fields` maps these roles to other column names, e.g.
 {"text": "tweet", "label": "sentiment"}, for data sets that name their columns differently.
 
-A `Layout` (format + column names) is what the other checks use to get a row's content, its
+A `RowSchema` (format + column names) is what the other checks use to get a row's content, its
 trained target and its conversation, so that every check agrees on what a row means.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
-class Layout:
+class RowSchema:
     fmt: str
     cols: dict[str, str] = field(default_factory=lambda: {r: r for r in ROLES})
     alpaca: bool = False          # instruction format with instruction/input/output columns
@@ -141,7 +141,7 @@ def _pipeline_detect(rows: list[dict], fields: dict | None, options: dict | None
 
 
 def make_layout(rows: list[dict], fmt: str = "auto", fields: dict[str, str] | None = None,
-                options: dict | None = None) -> Layout | None:
+                options: dict | None = None) -> RowSchema | None:
     """Decide format and columns. Returns None when no format fits (the caller makes it fatal)."""
     unknown = set(fields or {}) - set(ROLES)
     if unknown:
@@ -166,10 +166,10 @@ def make_layout(rows: list[dict], fmt: str = "auto", fields: dict[str, str] | No
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use auto or one of {FORMATS}")
     alpaca = fmt == "instruction" and not has["prompt"] and has["instruction"]
-    return Layout(fmt, cols, alpaca)
+    return RowSchema(fmt, cols, alpaca)
 
 
-def check_schema(rows: list[dict], layout: Layout, labels: list | None = None) -> tuple[list, list[dict]]:
+def check_schema(rows: list[dict], layout: RowSchema, labels: list | None = None) -> tuple[list, list[dict]]:
     """Return (findings, usable rows). A row is usable when every required field is present,
     non-empty and of the right type; unknown labels also make a row unusable."""
     col = Collector()

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from .report import FATAL, INFO, WARNING, Collector, Finding
-from .schema import Layout, pipeline_dcfg
+from .schema import RowSchema, pipeline_dcfg
 
 CHECK = "tokens"
 IGNORE = -100
@@ -41,7 +41,7 @@ def _render(tok, msgs, gen: bool) -> str:
     return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
 
 
-def template_producer(tokenizer, layout: Layout) -> Producer:
+def template_producer(tokenizer, layout: RowSchema) -> Producer:
     """Fallback producer (see module docstring). Without a chat template, non-chat formats are
     tokenised as prompt + newline + target + EOS, prompt untrained, as plain pipelines do."""
     eos = tokenizer.eos_token_id
@@ -100,7 +100,7 @@ class RowSkipped(Exception):
 _WHERE = re.compile(r"^(.*):(\d+): (.*)$", re.S)
 
 
-def pipeline_producer(tokenizer, layout: Layout, rows: list[dict], labels: list | None = None,
+def pipeline_producer(tokenizer, layout: RowSchema, rows: list[dict], labels: list | None = None,
                       options: dict | None = None) -> Producer | None:
     """Wrap the pipeline's tokenize_rows when it exists and accepts our call; None otherwise.
 
@@ -139,7 +139,7 @@ def pipeline_producer(tokenizer, layout: Layout, rows: list[dict], labels: list 
     return produce
 
 
-def _user_fields(layout: Layout) -> dict:
+def _user_fields(layout: RowSchema) -> dict:
     # only the columns the user renamed: the pipeline's own detection handles default names
     return {role: col for role, col in layout.cols.items() if col != role}
 
@@ -167,7 +167,7 @@ def _squash(s: str) -> str:
     return _WS.sub("", s)
 
 
-def _expected_targets(row: dict, layout: Layout) -> list[tuple[str, str]]:
+def _expected_targets(row: dict, layout: RowSchema) -> list[tuple[str, str]]:
     """(what, text) pairs that must be trained; text format trains everything."""
     if layout.fmt == "chat":
         return [(f"assistant turn {i}", m["content"]) for i, m in enumerate(layout.messages(row))
@@ -176,32 +176,25 @@ def _expected_targets(row: dict, layout: Layout) -> list[tuple[str, str]]:
     return [(what, layout.target(row))]
 
 
-def _prompts(row: dict, layout: Layout) -> list[str]:
+def _prompts(row: dict, layout: RowSchema) -> list[str]:
     return [m["content"] for m in layout.messages(row)
             if m.get("role") in ("user", "system") and isinstance(m.get("content"), str)
             and len(m["content"].split()) >= 3]
 
 
-def check_tokens(rows: list[dict], layout: Layout, tokenizer, max_length: int | None = None,
+def check_tokens(rows: list[dict], layout: RowSchema, tokenizer, max_length: int | None = None,
                  producer: Producer | None = None, labels: list | None = None,
                  options: dict | None = None) -> tuple[list[Finding], dict]:
     """options are the pipeline's data settings (prompt_template, system, chat_template,
     too_long); too_long decides whether an over-long row is truncated, dropped or fatal."""
     too_long = (options or {}).get("too_long", "truncate")
-    findings: list[Finding] = []
-    source = "custom"
     if layout.fmt == "chat" and not getattr(tokenizer, "chat_template", None) and producer is None:
         return [Finding(FATAL, CHECK, "chat data but the tokenizer has no chat_template: the "
                         "conversations cannot be rendered")], {"producer": None}
+    findings: list[Finding] = []
+    source = "custom"
     if producer is None:
-        producer = pipeline_producer(tokenizer, layout, rows, labels, options)
-        source = "pipeline tokenize_rows" if producer else "chat template fallback"
-        if producer is None:
-            producer = template_producer(tokenizer, layout)
-            if layout.fmt != "text" and not getattr(tokenizer, "chat_template", None):
-                source = "plain prompt/target fallback"
-                findings.append(Finding(INFO, CHECK, "tokenizer has no chat_template: prompt and "
-                                        "target were joined as plain text"))
+        producer, source, findings = _producer(tokenizer, layout, rows, labels, options)
     term = terminators(tokenizer)
     col = Collector()
     lengths, trainable = [], []
@@ -246,10 +239,7 @@ def check_tokens(rows: list[dict], layout: Layout, tokenizer, max_length: int | 
         if max_length and len(ids) > max_length:
             _too_long(row, ids, labels, n_train, max_length, too_long, layout, stats, col)
     if lengths:
-        arr = np.asarray(lengths)
-        stats["length"] = {"min": int(arr.min())} | {
-            f"p{q}": round(float(np.percentile(arr, q)), 1) for q in (50, 90, 99)} | {
-            "max": int(arr.max()), "mean": round(float(arr.mean()), 1)}
+        stats["length"] = _length_stats(lengths)
         stats["trainable_tokens"] = int(sum(trainable))
     if max_length and too_long == "stop" and stats["truncated"] + stats["dropped"]:
         findings.append(Finding(FATAL, CHECK, f"rows longer than max_length={max_length} with "
@@ -266,6 +256,23 @@ def check_tokens(rows: list[dict], layout: Layout, tokenizer, max_length: int | 
         findings.append(Finding(INFO, CHECK, f"token lengths: {stats['length']}; "
                                 f"{stats['trainable_tokens']} trainable tokens ({source})"))
     return findings, stats
+
+
+def _producer(tokenizer, layout: RowSchema, rows, labels, options) -> tuple[Producer, str, list[Finding]]:
+    """The training pipeline's own tokenisation where it applies, else a chat-template fallback."""
+    producer = pipeline_producer(tokenizer, layout, rows, labels, options)
+    if producer is not None:
+        return producer, "pipeline tokenize_rows", []
+    if layout.fmt != "text" and not getattr(tokenizer, "chat_template", None):
+        return template_producer(tokenizer, layout), "plain prompt/target fallback", [Finding(
+            INFO, CHECK, "tokenizer has no chat_template: prompt and target were joined as plain text")]
+    return template_producer(tokenizer, layout), "chat template fallback", []
+
+
+def _length_stats(lengths: list[int]) -> dict:
+    arr = np.asarray(lengths)
+    return {"min": int(arr.min())} | {f"p{q}": round(float(np.percentile(arr, q)), 1) for q in (50, 90, 99)} | {
+        "max": int(arr.max()), "mean": round(float(arr.mean()), 1)}
 
 
 def _too_long(row, ids, labels, n_train, max_length, too_long, layout, stats, col) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from .read import DataError
 
-ALPACA = ("instruction", "input", "output")
 PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
 ROLES = {"system", "user", "assistant", "tool"}
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class DataError(ValueError):
-    """Bad input data; the message names the file, the line and the fix."""
+from ..errors import DataError  # noqa: F401  (raised here; imported from here by callers)
 
 
 @dataclass

@@ -60,7 +60,7 @@ def _fits(n: int, where: tuple, dcfg, rep: TokenizeReport, noun: str) -> bool:
     return True
 
 
-def _bos_prefix(tok) -> list[int]:
+def bos_prefix(tok) -> list[int]:
     """[bos] when the tokenizer adds one by default and templates do not (Llama-2 style)."""
     if tok.bos_token_id is None:
         return []
@@ -85,7 +85,7 @@ def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str]
     # one batched call into the fast tokenizer for every segment of every row
     flat = [text for _, segs in segs_per_row for text, _ in segs]
     ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
-    bos = _bos_prefix(tokenizer)
+    bos = bos_prefix(tokenizer)
     out: list[Example] = []
     k = 0
     for row, segs in segs_per_row:

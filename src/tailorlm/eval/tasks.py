@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from ..data.batching import collate
-from ..data.tokenize import IGNORE, Example, _bos_prefix, tokenize_classes
-from ..methods.base import layout
-from ..train.device import autocast
-from ..train.loss import batcher, class_logits, lm_logits
+from ..data.tokenize import IGNORE, Example, bos_prefix, tokenize_classes
+from ..device import autocast
+from ..forward import batcher, class_logits, eval_mode, lm_logits
+from ..methods.base import sequence_layout
 
 
 def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
@@ -29,11 +29,11 @@ def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
 
 
 @torch.no_grad()
-def _score(model, prompts: list[list[int]], cands: list[list[int]], *, pad_id, device, precision,
+def score_candidates(model, prompts: list[list[int]], cands: list[list[int]], *, pad_id, device, precision,
            batch_size) -> torch.Tensor:
     """(rows, candidates) summed log-probabilities of each candidate after each prompt."""
     single = all(len(c) == 1 for c in cands)
-    packing = layout(model).packing
+    packing = sequence_layout(model).packing
     scores = torch.empty(len(prompts), len(cands))
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
@@ -69,9 +69,7 @@ def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision
     """Accuracy by label likelihood; with `shots` (training rows), k-shot prompting of the same model."""
     tok, labels = formatter.tok, formatter.labels
     examples = [formatter.prompt_response(r) for r in shots]
-    was_training = model.training
-    model.eval()
-    bos = _bos_prefix(tok)
+    bos = bos_prefix(tok)
     texts, gold = [], []
     for r in rows:
         prompt, label = formatter.prompt_response(r)
@@ -79,10 +77,10 @@ def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision
         gold.append(label)
     prompts = [bos + ids for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     cands = [tok(lab, add_special_tokens=False)["input_ids"] for lab in labels]
-    scores = _score(model, prompts, cands, pad_id=tok.pad_token_id, device=device, precision=precision,
-                    batch_size=batch_size)
+    with eval_mode(model):
+        scores = score_candidates(model, prompts, cands, pad_id=tok.pad_token_id, device=device, precision=precision,
+                        batch_size=batch_size)
     pred = [labels[i] for i in scores.argmax(1).tolist()]
-    model.train(was_training)
     acc = sum(p == g for p, g in zip(pred, gold)) / max(len(gold), 1)
     counts = {lab: gold.count(lab) for lab in labels}
     return {"accuracy": acc, "macro_f1": macro_f1(gold, pred, labels), "n": len(gold),
@@ -94,18 +92,16 @@ def class_accuracy(model, formatter, rows: list[dict], *, device: str, precision
                    batch_size: int = 16, shots: list[dict] = ()) -> dict:
     """The same report as label_accuracy, for a classification head: argmax of its logits."""
     tok, labels = formatter.tok, formatter.labels
-    was_training = model.training
-    model.eval()
     lenient = formatter.dcfg.model_copy(update={"on_error": "skip", "too_long": "truncate"})
     exs, _ = tokenize_classes(rows, tok, lenient, labels, formatter)   # a row with an unknown label: skipped
     make_batch = batcher(model, task="sequence_classification", pad_id=tok.pad_token_id, packing=False,
                          row_tokens=0)
     pred_idx: list[int] = []
-    for i in range(0, len(exs), batch_size):
-        batch = make_batch(exs[i:i + batch_size]).to(device)
-        with autocast(device, precision):
-            pred_idx += class_logits(model, batch).argmax(-1).tolist()
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(exs), batch_size):
+            batch = make_batch(exs[i:i + batch_size]).to(device)
+            with autocast(device, precision):
+                pred_idx += class_logits(model, batch).argmax(-1).tolist()
     gold = [labels[e.labels[0]] for e in exs]
     pred = [labels[i] for i in pred_idx]
     acc = sum(p == g for p, g in zip(pred, gold)) / max(len(gold), 1)

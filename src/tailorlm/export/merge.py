@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..errors import RunExistsError
 from .parity import ParityError, compare, describe, held_out_prompts, outputs
 
 
@@ -31,13 +32,13 @@ def export(run_dir: str | Path, out: str | Path, mode: str = "merge", *, atol: f
            n_prompts: int = 4, overwrite: bool = False, say=None) -> dict:
     """Export and check; returns the parity report (with `mode` as actually written)."""
     from ..methods import METHODS, NotMergeable
-    from ..train.setup import load_base, load_run
+    from ..build import load_base, load_run
 
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{out} is not empty. Fix: another --out, or --overwrite")
+            raise RunExistsError(f"{out} is not empty. Fix: another --out, or --overwrite")
         shutil.rmtree(out)
     cfg, model, tok = load_run(run_dir)
     task, name = cfg.model.task, cfg.method.name

@@ -31,7 +31,7 @@ class Outputs:
 def held_out_prompts(cfg, tok, n: int = 4) -> tuple[list[list[int]], str]:
     """(token ids per prompt, where they came from)."""
     from ..data import DataError, Formatter, detect_format, read_rows, split_rows
-    from ..data.tokenize import _bos_prefix
+    from ..data.tokenize import bos_prefix
 
     d = cfg.data
     try:
@@ -60,7 +60,7 @@ def held_out_prompts(cfg, tok, n: int = 4) -> tuple[list[list[int]], str]:
         texts, source = FIXED_PROMPTS[:n], f"fixed prompts (the run's data is not readable: {e})"
     if cfg.model.task == "sequence_classification":
         return [ids[: d.max_length] for ids in tok(texts, add_special_tokens=True)["input_ids"]], source
-    bos = _bos_prefix(tok)
+    bos = bos_prefix(tok)
     return [(bos + ids)[:128] for ids in tok(texts, add_special_tokens=False)["input_ids"]], source
 
 

@@ -1,19 +1,12 @@
 """The method registry: one file per method, one line here.
 
-Every method module exposes the same five names, so the loop, checkpointing and export never ask
-which method they run:
-
-    Config                    pydantic model with `name: Literal[...]` (the config's discriminator)
-    apply(model, cfg, ctx)    -> model, with the method's own parameters (and nothing else) trainable;
-                              on a classification model, the new head too
-    save(model, tokenizer, out_dir, ctx)   final artefact: PEFT format for PEFT methods, an HF folder for
-                              full, safetensors + a JSON config for ours
-    load(base_model, run_dir) -> model  rebuild the tuned model from a saved artefact
-    merge(model)              -> plain transformers model, or raises NotMergeable
+Every method module satisfies the typed contract `Method` (methods/base.py: Config, apply, save,
+load, merge, disabled), so the loop, checkpointing, retention and export never ask which method
+they run.
 
 A method owns which parameters are its own by setting requires_grad; `trainable(model)` below is
 therefore the same function for every method. What a method does to the input sequence (virtual
-tokens in front of each row) is read from the model by `layout(model)` (methods/base.py), which
+tokens in front of each row) is read from the model by `sequence_layout(model)` (methods/base.py), which
 batching and the loss consult.
 """
 from __future__ import annotations
@@ -21,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from . import bottleneck, full, ia3, lora, peft, prefix, prompt
-from .base import Layout, NotMergeable, layout, task_of
+from .base import Method, MethodConfig, NotMergeable, SequenceLayout, sequence_layout, task_of
 
-METHODS = {
+METHODS: dict[str, Method] = {
     "full": full,
     "lora": lora,
     "bottleneck": bottleneck,
@@ -52,4 +45,5 @@ def count(model: torch.nn.Module) -> tuple[int, int]:
     return train, total
 
 
-__all__ = ["METHODS", "METHOD_CONFIGS", "Layout", "NotMergeable", "count", "layout", "task_of", "trainable"]
+__all__ = ["METHODS", "METHOD_CONFIGS", "Method", "MethodConfig", "NotMergeable", "SequenceLayout", "count",
+           "sequence_layout", "task_of", "trainable"]

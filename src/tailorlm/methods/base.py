@@ -1,9 +1,43 @@
-"""What every method shares: the NotMergeable error, the task a model was loaded for, the PEFT artefact
-format, and the Layout that tells batching and the loss what a method does to the input sequence."""
+"""What every method shares: the typed contract (`Method`), the strict base of method configs, the
+NotMergeable error, the task a model was loaded for, the PEFT artefact format, and the SequenceLayout
+that tells batching and the loss what a method does to the input sequence."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ContextManager, Optional, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class MethodConfig(BaseModel):
+    """The strict base of every method's config: unknown keys fail (with the config's "did you mean")."""
+    model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What the loop, checkpoints, retention and export know of a method (one module per method):
+
+        Config                     its pydantic config, a MethodConfig with `name: Literal[...]`
+        apply(model, cfg)          -> the model with the method's own parameters (and nothing else)
+                                   trainable; on a classification model, the new head too
+        save(model, tok, out_dir)  the final artefact: PEFT's format, an HF folder, or ours
+        load(base, art_dir)        -> the tuned model rebuilt from that artefact on a fresh base model,
+                                   its own parameters trainable (a later run may continue them)
+        merge(model)               -> a plain transformers model, or raises NotMergeable
+        disabled(model)            -> a context inside which the model computes the base model's
+                                   function (adapters switched off), or None where the method changes
+                                   the base weights themselves (full fine-tuning: keep a frozen copy)
+    """
+    Config: type[MethodConfig]
+
+    def apply(self, model, cfg): ...
+    def save(self, model, tokenizer, out_dir: Path) -> None: ...
+    def load(self, base_model, art_dir: Path): ...
+    def merge(self, model): ...
+    def disabled(self, model) -> Optional[ContextManager]: ...
 
 
 class NotMergeable(RuntimeError):
@@ -11,7 +45,7 @@ class NotMergeable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Layout:
+class SequenceLayout:
     """How a tuned model reads a batch.
 
     packing        examples may share a row (position ids restart per example, no attention mask)
@@ -23,17 +57,17 @@ class Layout:
     position_ids: bool = True
 
 
-def layout(model) -> Layout:
-    """The model's Layout, read from the model itself, so the loop, eval and export need not know the
+def sequence_layout(model) -> SequenceLayout:
+    """The model's SequenceLayout, read from the model itself, so the loop, eval and export need not know the
     method. PEFT's prompt-learning methods (prompt tuning, p-tuning, prefix tuning, and any of them
     through the `peft` pass-through) put virtual tokens in front of each row: as embeddings (the
     logits grow by that many positions) or as past keys and values (prefix: the logits do not). A
     row-wide prefix cannot be shared by several packed examples, so each gets a row of its own."""
     cfg = getattr(model, "active_peft_config", None)
     if cfg is None or not cfg.is_prompt_learning or getattr(model, "_adapters_disabled", False):
-        return Layout()   # (inside PEFT's disable_adapter() the base model's forward runs: nothing prepended)
+        return SequenceLayout()   # (inside PEFT's disable_adapter() the base model's forward runs: nothing prepended)
     in_cache = cfg.peft_type in ("PREFIX_TUNING", "CARTRIDGE")   # PeftType is a str enum
-    return Layout(packing=False, logit_offset=0 if in_cache else cfg.num_virtual_tokens, position_ids=in_cache)
+    return SequenceLayout(packing=False, logit_offset=0 if in_cache else cfg.num_virtual_tokens, position_ids=in_cache)
 
 
 def task_of(model) -> str:
@@ -56,9 +90,20 @@ def peft_save(model, tokenizer, out_dir: Path) -> None:
 
 
 def peft_load(base_model, art_dir: Path):
-    from peft import PeftModel
+    """The adapter on `base_model`, trainable, as every method's load() returns it (a later run may
+    continue it). PEFT refuses is_trainable for prompt learning, whose prompt encoder is what trains."""
+    from peft import PeftConfig, PeftModel
 
-    return PeftModel.from_pretrained(base_model, str(art_dir))
+    prompt = PeftConfig.from_pretrained(str(art_dir)).is_prompt_learning
+    model = PeftModel.from_pretrained(base_model, str(art_dir), is_trainable=not prompt)
+    if prompt:
+        model.prompt_encoder.requires_grad_(True)
+    return model
+
+
+def peft_disabled(model) -> ContextManager:
+    """PEFT's own switch: the base model's forward inside (prompt methods prepend nothing there)."""
+    return model.disable_adapter()
 
 
 def peft_merge(model):

@@ -26,18 +26,17 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from ..models.arch import arch_of, blocks, head_names, hidden_size, pick_layers
-from .base import NotMergeable, task_of
+from .base import MethodConfig, NotMergeable, task_of
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 WEIGHTS, CONFIG = "adapter.safetensors", "bottleneck.json"
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["bottleneck"] = "bottleneck"
     placement: Literal["houlsby", "pfeiffer"] = "houlsby"   # after attention and MLP | after the MLP only
     reduction_factor: int = Field(16, ge=1)                 # d = hidden / reduction_factor ...
@@ -92,7 +91,7 @@ def sites(model, cfg: Config) -> list[nn.Module]:
     return [layer_list[i].get_submodule(n) for i in pick_layers(len(layer_list), cfg.layers) for n in names]
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     model.requires_grad_(False)
     dim, d = hidden_size(model), bottleneck_dim(model, cfg)
     for site in sites(model, cfg):
@@ -109,7 +108,7 @@ def apply(model, cfg: Config, ctx=None):
     return model
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
+def save(model, tokenizer, out_dir: Path) -> None:
     from safetensors.torch import save_file
 
     cfg = model.tailorlm_bottleneck

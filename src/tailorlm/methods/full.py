@@ -4,20 +4,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from .base import MethodConfig
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["full"] = "full"
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     model.requires_grad_(True)
     return model
 
 
-def save(model, tokenizer, out_dir: Path, ctx=None) -> None:
+def save(model, tokenizer, out_dir: Path) -> None:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
@@ -39,3 +38,9 @@ def load(base_model, art_dir: Path):
 
 def merge(model):
     return model
+
+
+def disabled(model):
+    """None: full fine-tuning changes the base weights themselves; a caller that needs the base
+    model's function keeps a frozen copy."""
+    return None

@@ -6,19 +6,16 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
-
-from .base import peft_load, peft_merge, peft_save, peft_task
+from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["ia3"] = "ia3"
     targets: Union[Literal["default"], list[str]] = "default"   # PEFT's per-architecture choice (k, v, MLP out)
     feedforward: Optional[list[str]] = None   # targets whose input (not output) is scaled; default: the MLP's
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     from peft import IA3Config, get_peft_model
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
 
@@ -31,4 +28,4 @@ def apply(model, cfg: Config, ctx=None):
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
-save, load, merge = peft_save, peft_load, peft_merge
+save, load, merge, disabled = peft_save, peft_load, peft_merge, peft_disabled

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .base import peft_load, peft_merge, peft_save, peft_task
+from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["lora"] = "lora"
     r: int = Field(16, ge=1)
     alpha: float = 32
@@ -40,7 +39,7 @@ def layer_indices(model, layers) -> list[int] | None:
     return list(range(max(0, n - layers), n))
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     from peft import LoraConfig, get_peft_model
 
     idx = layer_indices(model, cfg.layers)
@@ -52,4 +51,4 @@ def apply(model, cfg: Config, ctx=None):
 
 # The artefact is PEFT's own adapter folder (adapter_config.json + adapter_model.safetensors),
 # so saving, loading and merging are PEFT's.
-save, load, merge = peft_save, peft_load, peft_merge
+save, load, merge, disabled = peft_save, peft_load, peft_merge, peft_disabled

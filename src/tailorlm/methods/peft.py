@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
-from .base import peft_load, peft_merge, peft_save, peft_task
+from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["peft"] = "peft"
     config: dict[str, Any]
 
@@ -37,11 +36,11 @@ class Config(BaseModel):
         return {**v, "peft_type": ptype}
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     from peft import get_peft_config, get_peft_model
 
     return get_peft_model(model, get_peft_config({"task_type": peft_task(model), **cfg.config}))
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
-save, load, merge = peft_save, peft_load, peft_merge
+save, load, merge, disabled = peft_save, peft_load, peft_merge, peft_disabled

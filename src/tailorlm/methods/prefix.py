@@ -5,7 +5,7 @@ classification model the new head trains too.
 The prefix starts random, or (`init: text`) as the keys and values the frozen model itself computes
 for a text, the initialisation the paper found best in low-data settings. `projection: true` trains
 the prefix through an MLP, as the paper does for stability (PEFT saves the projected result). The
-prefix is per row, so examples are not packed (methods.base.Layout). Saved in PEFT's format.
+prefix is per row, so examples are not packed (methods.base.SequenceLayout). Saved in PEFT's format.
 Cannot merge. Language models only: PEFT's prefix path for a classification head looks for a
 `past_key_values` argument, which transformers 5 renamed `cache`, so it refuses every classifier
 (decoder or encoder); prompt tuning works there.
@@ -17,13 +17,12 @@ import math
 from typing import Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from .base import peft_load, peft_merge, peft_save, peft_task, task_of
+from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task, task_of
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["prefix"] = "prefix"
     virtual_tokens: int = Field(20, ge=1)
     init: Literal["random", "text"] = "random"
@@ -50,7 +49,7 @@ def _peft_accepts(model) -> bool:
     return any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, model.base_model))
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     from peft import PrefixTuningConfig, get_peft_model
 
     if not _peft_accepts(model):
@@ -95,4 +94,4 @@ def init_from_text(peft_model, text: str) -> None:
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
-save, load, merge = peft_save, peft_load, peft_merge
+save, load, merge, disabled = peft_save, peft_load, peft_merge, peft_disabled

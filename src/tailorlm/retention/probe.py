@@ -11,9 +11,9 @@ import torch
 
 from ..data.batching import collate
 from ..data.tokenize import Example
+from ..device import autocast
 from ..eval.metrics import val_loss
-from ..train.device import autocast
-from ..train.loss import lm_logits
+from ..forward import eval_mode, lm_logits
 
 
 def kl_positions(examples: list[Example], every: int = 8) -> list[Example]:
@@ -29,16 +29,14 @@ def kl_positions(examples: list[Example], every: int = 8) -> list[Example]:
 def next_token_logprobs(model, examples: list[Example], *, pad_id: int, device: str, precision: str,
                         batch_size: int = 8) -> torch.Tensor:
     """(positions, vocab) log-probabilities at the examples' target columns, in example order."""
-    was_training = model.training
-    model.eval()
     out = []
-    for i in range(0, len(examples), batch_size):
-        b = collate(examples[i:i + batch_size], pad_id, packing=False).to(device)
-        with autocast(device, precision):
-            logits = lm_logits(model, b, b.keep)               # (rows, K, vocab)
-        mask = b.targets[:, b.keep] != -100                      # (rows, K)
-        out.append(logits.float().log_softmax(-1)[mask].cpu())  # (positions, vocab)
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(examples), batch_size):
+            b = collate(examples[i:i + batch_size], pad_id, packing=False).to(device)
+            with autocast(device, precision):
+                logits = lm_logits(model, b, b.keep)               # (rows, K, vocab)
+            mask = b.targets[:, b.keep] != -100                      # (rows, K)
+            out.append(logits.float().log_softmax(-1)[mask].cpu())  # (positions, vocab)
     return torch.cat(out) if out else torch.empty(0)
 
 

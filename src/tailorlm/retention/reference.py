@@ -11,6 +11,7 @@ import torch
 
 from ..data.read import read_rows
 from ..data.tokenize import Example
+from ..forward import eval_mode, left_padded
 
 TOPICS = ["the history of bridges", "how vaccines work", "the water cycle", "a recipe for bread", "the planet Mars",
           "why the sky is blue", "the rules of chess", "how a computer stores numbers", "the French Revolution",
@@ -41,14 +42,10 @@ def spread(n: int, k: int) -> list[int]:
 def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: str) -> list[Example]:
     """n base-model samples for generic prompts; the whole rendered sample (prompt + answer) is the
     reference text, and every position is scored."""
-    was_training = model.training
-    model.eval()
     g = torch.Generator().manual_seed(seed)
     out = []
     prompts = [f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}." for i in range(n)]
-    tok_side = tok.padding_side
-    tok.padding_side = "left"
-    try:
+    with eval_mode(model), left_padded(tok):
         for i in range(0, n, 8):
             chunk = prompts[i:i + 8]
             if getattr(tok, "chat_template", None):
@@ -63,7 +60,4 @@ def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: s
             for row in gen.tolist():
                 ids = [t for t in row if t != tok.pad_token_id]
                 out.append(Example(ids, list(ids), "<base-model samples>", len(out) + 1, len(out)))
-    finally:
-        tok.padding_side = tok_side
-        model.train(was_training)
     return out

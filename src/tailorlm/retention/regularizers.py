@@ -4,19 +4,20 @@
     ewc      lambda * sum F * (theta - theta0)^2, F the diagonal Fisher of the reference NLL at step 0
                                                                   Kirkpatrick et al. 2017 (EWC)
     distill  lambda * T^2 * KL(base_T || tuned_T) on replay/reference batches, base = the frozen model
-             (for adapter methods, the same model with its adapters switched off)
+             (for adapter methods, the same model inside the method's `disabled` switch)
                                                                   Li & Hoiem 2017 (Learning without Forgetting)
 Each returns a scalar tensor that the loop adds to the task loss of a step.
 """
 from __future__ import annotations
 
 import contextlib
+from typing import Callable, ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ..data.batching import collate
-from ..train.loss import lm_logits, lm_loss_sum
+from ..forward import eval_mode, lm_logits, lm_loss_sum
 
 
 def snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
@@ -38,21 +39,19 @@ def fisher_diagonal(model, params: dict[str, torch.nn.Parameter], examples, *, p
     """Diagonal empirical Fisher: the mean over reference batches of squared gradients of the
     per-token NLL. Normalised to mean 1 over all entries, so `ewc`'s weight has the same scale as
     l2sp's whatever the model (an entry of 0 means 'free to move', larger means 'important')."""
-    was_training = model.training
-    model.eval()
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     n_batches = 0
-    for i in range(0, len(examples), batch_size):
-        b = collate(examples[i:i + batch_size], pad_id, packing=False)
-        model.zero_grad(set_to_none=True)
-        s, n = lm_loss_sum(model, b)
-        (s / n).backward()
-        for name, p in params.items():
-            if p.grad is not None:
-                fisher[name] += p.grad.detach() ** 2
-        n_batches += 1
+    with eval_mode(model):
+        for i in range(0, len(examples), batch_size):
+            b = collate(examples[i:i + batch_size], pad_id, packing=False)
+            model.zero_grad(set_to_none=True)
+            s, n = lm_loss_sum(model, b)
+            (s / n).backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    fisher[name] += p.grad.detach() ** 2
+            n_batches += 1
     model.zero_grad(set_to_none=True)
-    model.train(was_training)
     fisher = {n: f / max(n_batches, 1) for n, f in fisher.items()}
     if normalise:
         mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
@@ -61,25 +60,14 @@ def fisher_diagonal(model, params: dict[str, torch.nn.Parameter], examples, *, p
     return fisher
 
 
-def adapters_off(model):
-    """Context in which the model computes the base function: PEFT's `disable_adapter`, or the
-    bottleneck adapters switched off; None when the method has no such switch (full fine-tuning).
-    (transformers' own `disable_adapters` is not a context and raises on a model without PEFT
-    adapters, so it is not consulted.)"""
-    if hasattr(model, "disable_adapter"):
-        return model.disable_adapter()
-    from ..methods import bottleneck
-
-    if any(isinstance(m, bottleneck.Adapter) for m in model.modules()):
-        return bottleneck.disabled(model)
-    return None
-
-
-def distill(model, base_model, batch, weight: float, temperature: float = 1.0) -> torch.Tensor:
-    """KL(base || tuned) at the batch's target columns, temperature-scaled (T^2 keeps gradient scale)."""
+def distill(model, base_model, batch, weight: float, temperature: float = 1.0,
+            disabled: Optional[Callable[[object], Optional[ContextManager]]] = None) -> torch.Tensor:
+    """KL(base || tuned) at the batch's target columns, temperature-scaled (T^2 keeps gradient scale).
+    The base is `base_model` (a frozen copy), or `model` inside `disabled(model)` (the method's own
+    switch, methods.base.Method.disabled)."""
     tuned = lm_logits(model, batch, batch.keep).float() / temperature       # (rows, K, vocab)
     with torch.no_grad():
-        ctx = adapters_off(model) if base_model is None else contextlib.nullcontext()
+        ctx = disabled(model) if base_model is None else contextlib.nullcontext()
         with ctx:
             base = lm_logits(base_model or model, batch, batch.keep).float() / temperature
     mask = batch.targets[:, batch.keep] != -100

@@ -7,7 +7,7 @@ import copy
 import torch
 
 from ..data.batching import Order, collate
-from ..train.checkpoint import rng_state, set_rng_state
+from ..seed import rng_state, set_rng_state
 from . import regularizers as reg
 from .probe import Probe
 from .reference import generate_reference, read_reference, spread
@@ -36,16 +36,19 @@ class Retention:
         self.base = self.probe.measure(base_model)          # step 0: the base model's numbers
         self.n_replay = max(1, round(batch_size * rcfg.replay)) if (rcfg.replay or rcfg.distill) else 0
         self.order = Order(len(self.replay), self.n_replay, seed + 1) if self.n_replay and self.replay else None
-        self.anchor = self.fisher = self.base_copy = None
+        self.anchor = self.fisher = self.base_copy = self.disabled = None
 
-    def attach(self, model, params: dict) -> None:
-        """After the method is applied: starting values, Fisher, and the frozen base for distillation."""
+    def attach(self, model, params: dict, method) -> None:
+        """After the method is applied: starting values, Fisher, and the base for distillation (the
+        method's own switch back to the base model, or, where it has none, a frozen copy)."""
         if self.r.l2sp or self.r.ewc:
             self.anchor = reg.snapshot(params)
         if self.r.ewc:
             self.fisher = reg.fisher_diagonal(model, params, self.probe.ref, pad_id=self.tok.pad_token_id)
-        if self.r.distill and reg.adapters_off(model) is None:   # full fine-tuning: keep a frozen copy
-            self.base_copy = copy.deepcopy(model).requires_grad_(False).eval()
+        if self.r.distill:
+            self.disabled = method.disabled
+            if method.disabled(model) is None:   # full fine-tuning: keep a frozen copy
+                self.base_copy = copy.deepcopy(model).requires_grad_(False).eval()
 
     def replay_batch(self, step: int):
         if self.order is None:
@@ -64,7 +67,8 @@ class Retention:
         if self.r.ewc:
             terms.append(reg.ewc(params, self.anchor, self.fisher, self.r.ewc))
         if self.r.distill and replay is not None:
-            terms.append(reg.distill(model, self.base_copy, replay, self.r.distill, self.r.temperature))
+            terms.append(reg.distill(model, self.base_copy, replay, self.r.distill, self.r.temperature,
+                                     disabled=self.disabled))
         return sum(terms) if terms else None
 
     def measure(self, model) -> dict:

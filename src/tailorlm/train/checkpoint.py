@@ -27,19 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
-import signal
 import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
-KILL_IN_SAVE = "TAILORLM_TEST_KILL_IN_SAVE"   # tests only: SIGKILL this process midway through saving step N
 
 
 def _sha256(p: Path) -> str:
@@ -56,24 +52,6 @@ def _fsync(p: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def rng_state() -> dict:
-    st = {"python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-          "numpy": [np.random.get_state()[0], np.random.get_state()[1].tolist(), *np.random.get_state()[2:]],
-          "torch": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        st["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return st
-
-
-def set_rng_state(st: dict) -> None:
-    random.setstate((st["python"][0], tuple(st["python"][1]), st["python"][2]))
-    n = st["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
-    torch.set_rng_state(torch.tensor(st["torch"], dtype=torch.uint8))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
 
 
 def _tmp_beside(ckpt_dir: Path) -> Path:
@@ -102,8 +80,6 @@ def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: d
     tmp = _tmp_beside(ckpt_dir)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
-        if os.environ.get(KILL_IN_SAVE) == str(state.get("step")):  # fault injection for the tests
-            os.kill(os.getpid(), signal.SIGKILL)
         files = ["trainable.safetensors", "state.json"]
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

@@ -29,9 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError
-
-FAIL_AT = "TAILORLM_TEST_FAIL_AT"   # tests only: "RANK:STEP" raises an error on that rank before that step
+from ..errors import ConfigError
 
 
 @dataclass
@@ -116,12 +114,6 @@ class Dist:
             return torch.tensor(0.0)
         norm = torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm or float("inf"))
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-
-    def fault(self, step: int) -> None:
-        """Fault injection for the tests (FAIL_AT=RANK:STEP)."""
-        at = os.environ.get(FAIL_AT)
-        if at and at == f"{self.rank}:{step}":
-            raise RuntimeError(f"injected failure on rank {self.rank} before step {step}")
 
     # ---------------------------------------------------------------- wrapping and export
     def wrap(self, model, precision: str):

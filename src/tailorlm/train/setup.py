@@ -1,54 +1,163 @@
-"""Builders shared by train, eval, generate and export: config in, objects out."""
+"""setup_run: from a config (and optionally a model to start from) to a RunState ready to step.
+
+Data first (bad data fails before the model loads), then the model the run starts from, the base
+model's scores at step 0 (every evaluator, the retention probe included), the method, the
+optimiser, and, with `resume`, the last verified checkpoint.
+"""
 from __future__ import annotations
 
-import random
+import json
+import shutil
+import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..config import Config, load_config
-from ..data import Data, build_data
-from ..methods import METHODS
-from ..models.load import load_model, load_tokenizer, resolve
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def load_base(cfg: Config, num_labels: int | None = None, tokenizer=None):
-    """The base model the config names; a classifier gets a head over cfg.data.labels."""
-    m = cfg.model
-    labels = cfg.data.labels if m.task == "sequence_classification" else None
-    return load_model(m.path, dtype=m.dtype, task=m.task, trust_remote_code=m.trust_remote_code,
-                      allow_pickle=m.allow_pickle, num_labels=num_labels, tokenizer=tokenizer, labels=labels)
+from ..build import build, run_dir_of, with_method
+from ..config import Config, to_yaml
+from ..data.batching import Order
+from ..device import pick_device, resolve_precision
+from ..errors import RunExistsError
+from ..eval.evaluators import EvalContext, evaluate, resolve
+from ..eval.metrics import format_scores
+from ..forward import LOSSES, batcher
+from ..methods import METHODS, count, trainable
+from ..retention.session import Retention
+from ..seed import seed_everything
+from . import checkpoint
+from .callbacks import Callbacks, Console, MetricsLogger, load_callbacks
+from .distributed import Dist
+from .log import MetricsLog
+from .optim import build_optimizer, build_scheduler
+from .preflight import audit_data
+from .select import Guard
+from .state import RunState
 
 
-def tokenizer_for(cfg: Config):
-    return load_tokenizer(resolve(cfg.model.path), cfg.model.trust_remote_code)
+def prepare_run_dir(cfg: Config, resume: bool, main: bool = True) -> Path:
+    run = Path(cfg.output.dir)
+    if not main:   # rank 0 prepares it; the others wait for it (barrier) before touching it
+        return run
+    if run.exists() and any(run.iterdir()) and not resume:
+        if not cfg.output.overwrite:
+            raise RunExistsError(f"{run} already holds a run. Fix: --resume to continue it, a new output.dir, "
+                                 "or output.overwrite=true to replace it")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(to_yaml(cfg))
+    return run
 
 
-def build(cfg: Config) -> tuple[torch.nn.Module, object, Data]:
-    """Tokenizer, data (before the model: bad data fails fast), then the base model. A classifier's
-    labels are pinned into cfg.data.labels, so the run reloads its head from the run alone."""
-    tok = tokenizer_for(cfg)
-    data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
-    if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
-        cfg.data.labels = data.labels
-    model, tok = load_base(cfg, tokenizer=tok)
-    return model, tok, data
+def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=None, callbacks=(),
+              dist: Dist | None = None, device: str | None = None) -> RunState:
+    """A run ready for its first (or next) step. `model` is what it starts from: None (model.path, or
+    model.init_from), a model object (a base model, or one already carrying this method, whose
+    parameters then train on), or an earlier run's directory / final/ (recorded as model.init_from,
+    so the run resumes from the same start)."""
+    t_start, tc = time.time(), cfg.train
+    device = device or pick_device(tc.device)
+    dist = dist or Dist(device=device)
+    if isinstance(model, (str, Path)):
+        cfg.model.init_from, model = str(run_dir_of(model).resolve()), None
+    rank_batch = dist.per_rank(tc.batch_size)   # train.batch_size is global; this rank's share (fails fast)
+    resolve(cfg.eval.metrics)                   # an unknown evaluator fails before anything loads
+    run_dir = prepare_run_dir(cfg, resume, dist.main)
+    dist.barrier()
+    log = MetricsLog(run_dir / "metrics.jsonl") if dist.main else None   # only rank 0 logs and writes files
+    own = [MetricsLogger(log), Console(quiet)] if dist.main else []
+    cbs = Callbacks(own + load_callbacks(tc.callbacks) + list(callbacks))
+    say = lambda text, always=False: cbs.on_message(None, text, None, always)  # noqa: E731
+    if tc.precision == "auto":  # resolved once and saved, so eval and resume use what training used
+        tc.precision = resolve_precision(tc.precision, device)
+    seed_everything(tc.seed)
+    if cfg.data.audit and not resume and dist.main:
+        audit_data(cfg, run_dir, say)
+
+    model, tok, data = build(cfg, model)
+    _write(dist, run_dir / "config.yaml", to_yaml(cfg))   # with what build() pinned (a classifier's labels)
+    rep = data.report["train"]
+    say(f"[tailorlm] data: {data.fmt}, {len(data.train)} train / {len(data.val)} val examples; "
+        f"truncated {rep['truncated']}, dropped {rep['dropped_too_long']} too long + {rep['dropped_no_target']} "
+        f"without targets, skipped {data.report['skipped_lines']} bad lines")
+    model.to(device)
+    retention = _retention(cfg, model, tok, device, say)
+    ctx = EvalContext(cfg, data, device, probe=retention)
+    base_scores = _score_base(cfg, model, ctx, resume, dist, run_dir, say)
+    method = METHODS[cfg.method.name]
+    model = with_method(model, cfg).to(device)
+    if tc.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = dist.wrap(model, tc.precision)   # ddp / fsdp in place; the same model object alone
+    params = trainable(model)
+    n_train, n_total = count(model)
+    say(f"[tailorlm] method {cfg.method.name}: {n_train:,} of {n_total:,} parameters trainable "
+        f"({100 * n_train / n_total:.3f}%)")
+    if retention is not None:
+        retention.attach(model, params, method)
+    opt = build_optimizer(params, tc.lr, tc.weight_decay, device)
+    run = RunState(
+        cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model, tok=tok, data=data, method=method,
+        params=params, opt=opt, sched=build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule,
+                                                      min_ratio=tc.min_lr_ratio),
+        order=Order(len(data.train), rank_batch, tc.seed),
+        make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
+                           row_tokens=cfg.data.max_length),
+        loss_fn=LOSSES[cfg.model.task], guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta,
+                                                    cfg.retention.max_forgetting, cfg.retention.patience),
+        eval_ctx=ctx, callbacks=cbs, retention=retention, n_trainable=n_train, n_total=n_total, t_start=t_start,
+        base_scores=base_scores)
+    if resume:
+        _resume(run, log)
+    _start_budget(run)
+    if run.base_scores is None and (run_dir / "base_eval.json").is_file():
+        run.base_scores = json.loads((run_dir / "base_eval.json").read_text())
+    return run
 
 
-def load_run(run_dir: str | Path, which: str = "final"):
-    """(cfg, tuned model, tokenizer) from a run directory alone."""
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
-    art = run_dir / which
-    if not art.is_dir():
-        raise FileNotFoundError(f"{art}: the run has no {which}/ folder (did it finish?)")
-    base, tok = load_base(cfg)
-    model = METHODS[cfg.method.name].load(base, art)
-    return cfg, model, tok
+def _write(dist: Dist, path: Path, text: str) -> None:
+    if dist.main:
+        path.write_text(text)
+
+
+def _retention(cfg: Config, model, tok, device: str, say) -> Retention | None:
+    """The forgetting probe (and mitigations), built on the base model at step 0."""
+    if not (cfg.retention.reference and cfg.model.task == "causal_lm"):
+        return None
+    r = Retention(cfg.retention, model, tok, device=device, precision=cfg.train.precision, seed=cfg.train.seed,
+                  batch_size=cfg.train.batch_size)
+    say(f"[tailorlm] retention probe on {len(r.probe.ref)} reference texts: base NLL {r.base['ref_nll']:.4f}")
+    return r
+
+
+def _score_base(cfg: Config, model, ctx: EvalContext, resume: bool, dist: Dist, run_dir: Path, say) -> dict | None:
+    """Every evaluator on the model the run starts from (every rank computes, in step; rank 0 writes)."""
+    if not cfg.eval.before or resume:
+        return None
+    ctx.base = True
+    try:
+        scores = evaluate(model, ctx)
+    finally:
+        ctx.base = False
+    _write(dist, run_dir / "base_eval.json", json.dumps(scores, indent=1))
+    say(f"[tailorlm] base model: {format_scores(scores)}")
+    return scores
+
+
+def _resume(run: RunState, log: MetricsLog | None) -> None:
+    last, notes = run.dist.on_main(checkpoint.latest, run.run_dir / "checkpoints")
+    for n in notes:
+        run.say(f"[tailorlm] {n}", always=True)
+    if last is None:
+        return
+    run.load_state_dict(checkpoint.load(last, model=run.model, optimizer=run.opt, dist=run.dist))
+    if log is not None:
+        log.truncate_after(run.step)  # the killed run may have logged steps past its last checkpoint
+    run.say(f"[tailorlm] resumed from {last.name} (step {run.step})", always=True)
+
+
+def _start_budget(run: RunState) -> None:
+    """With a forgetting budget, the start is within it: if no evaluation qualifies, final/ is the
+    untouched start."""
+    if run.step == 0 and run.cfg.retention.max_forgetting is not None and run.cfg.eval.keep_best:
+        checkpoint.save(run.run_dir / "checkpoints" / "best", params=run.params, optimizer=None, state={"step": 0},
+                        model=run.model, dist=run.dist)
+        run.guard.best_step = 0
+

@@ -5,12 +5,14 @@ import contextlib
 
 import torch
 
+from .errors import ConfigError
+
 
 def pick_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA GPU is visible. Fix: train.device: auto or cpu")
+        raise ConfigError("train.device is cuda but no CUDA GPU is visible. Fix: train.device=auto or cpu")
     return name
 
 

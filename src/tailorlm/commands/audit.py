@@ -17,10 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core import run_audit
-from .pii import redact_file
-from .report import FATAL, AuditReport, Finding
-from .schema import FIELD_KEYS, FORMATS, ROLES
+from ..audit.core import run_audit
+from ..config import DataConfig
+from ..audit.pii import redact_file
+from ..audit.report import FATAL, AuditReport, Finding
+from ..audit.schema import FIELD_KEYS, FORMATS, ROLES
+
+HELP = "check a data file before training"
 
 MODEL_KEYS = ("path", "name_or_path", "name", "base", "id")
 PIPELINE_KEYS = ("prompt_template", "system", "chat_template", "too_long")
@@ -84,11 +87,8 @@ def read_config(path: str) -> dict:
 
 def _trainer_default(key: str, fallback):
     # the trainer's own default keeps audit and training in agreement when the YAML is silent
-    try:
-        from tailorlm.config import DataConfig  # type: ignore
-        return DataConfig.model_fields[key].default
-    except Exception:
-        return fallback
+    field = DataConfig.model_fields.get(key)
+    return fallback if field is None else field.default
 
 
 def _parse_fields(items: list[str]) -> dict[str, str]:
@@ -135,13 +135,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: {args.json}")
     return report.exit_code(args.strict)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m tailorlm.audit.command`) until the CLI registers it."""
-    parser = argparse.ArgumentParser(prog="tailorlm audit", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

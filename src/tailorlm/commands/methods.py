@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import re
 
-from .methods import METHODS, count
+from ..methods import METHODS, count
+
+HELP = "list the tuning methods (with --model: what each trains on it)"
 
 # the pass-through needs a PEFT config; this one stands for "the rest of PEFT" in the table
 EXAMPLES = {"peft": {"config": {"peft_type": "LOHA", "r": 8, "target_modules": "all-linear"}}}
@@ -26,8 +28,8 @@ def skeleton(path: str, task: str, num_labels: int = 2):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from .models.arch import ARCHS
-    from .models.load import resolve
+    from ..models.arch import ARCHS
+    from ..models.load import resolve
 
     config = AutoConfig.from_pretrained(str(resolve(path)))
     if task == "auto":
@@ -56,3 +58,22 @@ def table(path: str, task: str = "auto") -> tuple[list[dict], str]:
         except Exception as e:   # a method this model cannot take (e.g. prefix on a classifier): say why
             rows.append({"method": name, "trainable": None, "share": None, "note": f"not applicable: {e}"})
     return rows, f"{path} ({task}, {total:,} parameters)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None, help="count trainable parameters on this model (folder or short name)")
+    p.add_argument("--task", default="auto", choices=["auto", "causal_lm", "sequence_classification"],
+                   help="auto: a classifier for encoders, a language model otherwise")
+
+
+def run(a) -> int:
+    if a.model is None:
+        for name, m in METHODS.items():
+            print(f"{name:11s} {summary(m)}")
+        return 0
+    rows, title = table(a.model, a.task)
+    print(f"methods on {title}, default settings:")
+    for r in rows:
+        n = f"{r['trainable']:>13,} {100 * r['share']:8.3f}%" if r["trainable"] is not None else f"{'-':>13} {'-':>9}"
+        print(f"{r['method']:11s}{n}  {r['note']}")
+    return 0

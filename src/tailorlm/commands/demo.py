@@ -1,0 +1,20 @@
+"""`tailorlm demo`: tune the embedded SmolLM2 on airline tweets and print a before/after table."""
+from __future__ import annotations
+
+HELP = "fine-tune the embedded SmolLM2 on airline tweets; before/after table"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--out", default="runs/demo", help="run directory")
+    p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
+    p.add_argument("--data-only", action="store_true", help="only write the data (for the presets in configs/)")
+    p.add_argument("--mitigation", default="distill", choices=["replay", "distill", "l2sp", "ewc", "none"],
+                   help="the second run's forgetting mitigation (default distill; none: one run only)")
+
+
+def run(a) -> int:
+    from ..demo import main
+
+    return main(steps=a.steps, out=a.out, data_dir=a.data_dir, data_only=a.data_only,
+                mitigation=None if a.mitigation == "none" else a.mitigation)

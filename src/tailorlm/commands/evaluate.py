@@ -1,0 +1,39 @@
+"""`tailorlm eval RUN | CFG [key=value ...]`: the evaluators training uses, on a run's final model
+or on the base model a config names."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HELP = "evaluate a run or a base model on the config's held-out data"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("target", help="a run directory (evaluates its final/) or a config (evaluates the base model)")
+    p.add_argument("overrides", nargs="*")
+
+
+def run(a) -> int:
+    print(json.dumps(evaluate_target(a.target, a.overrides), indent=1))
+    return 0
+
+
+def evaluate_target(target: str, overrides: list[str]) -> dict:
+    """A run directory: its final model; a config file: the base model it names."""
+    from ..build import build, load_run
+    from ..config import load_config
+    from ..data import build_data
+    from ..device import pick_device, resolve_precision
+    from ..eval.evaluators import EvalContext, evaluate
+
+    p = Path(target)
+    if p.is_dir():
+        cfg, model, tok = load_run(p)
+        cfg = load_config(p / "config.yaml", overrides)
+        data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
+    else:  # data first: a classifier's head is sized by the data's labels
+        cfg = load_config(p, overrides)
+        model, tok, data = build(cfg)
+    device = pick_device(cfg.train.device)
+    cfg.train.precision = resolve_precision(cfg.train.precision, device)
+    return evaluate(model.to(device), EvalContext(cfg, data, device))   # (fewshot, retention: a run's step 0 only)

@@ -1,0 +1,35 @@
+"""`tailorlm train CFG [key=value ...]` and `tailorlm train --resume RUN [key=value ...]`."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+HELP = "fine-tune a model from a config"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); not needed with --resume")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 method.r=8")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last good checkpoint")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(a) -> int:
+    from ..config import ConfigError, load_config
+    from ..train import train
+
+    if a.config and "=" in a.config:  # `train --resume RUN key=value`: no config file given
+        a.overrides, a.config = [a.config, *a.overrides], None
+    if a.resume:
+        cfg = load_config(Path(a.resume) / "config.yaml", a.overrides + [f"output.dir={a.resume}"])
+    elif a.config is None:
+        raise ConfigError("train needs a config file (or --resume RUN)")
+    else:
+        cfg = load_config(a.config, a.overrides)
+    summary = train(cfg, resume=bool(a.resume), quiet=a.quiet)
+    if os.environ.get("RANK", "0") != "0":   # under torchrun, rank 0 speaks for the job
+        return 0
+    print(json.dumps({k: summary[k] for k in ("steps", "first_loss", "last_loss", "tokens_per_s", "base", "final")},
+                     indent=1))
+    return 0

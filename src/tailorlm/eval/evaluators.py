@@ -1,0 +1,133 @@
+"""The evaluator registry: name -> function(model, ctx) -> {metric: value}.
+
+One evaluator, one function, one entry. The loop (at step 0 on the base model, at every evaluation,
+at the end), `tailorlm eval` and anything built beside the loop score a model through `evaluate`,
+so base-model scores and deltas exist for every evaluator. `eval.metrics` chooses which run; each
+evaluator returns {} where it does not apply (accuracy on text data, generation without
+`eval.generate`), so the default list reproduces the scores of every data format.
+
+    val_loss    token-weighted mean NLL on the validation examples and its perplexity exp(NLL)
+                (val_loss, val_ppl, val_tokens)                             eval/metrics.py
+    accuracy    classification: accuracy and macro-F1 by label likelihood or the head's argmax,
+                the majority-class rate, the predicted label counts             eval/tasks.py
+    generation  instruction data: greedy answers scored by exact match, token F1, ROUGE-L
+                                                                                eval/text_metrics.py
+    fewshot     the base model only: accuracy with k training examples in context (Brown et al.
+                2020), the baseline tuning must beat                            eval/tasks.py
+    retention   forgetting on general text: reference NLL, its change from the base, and
+                KL(base || tuned) at fixed positions                            retention/probe.py
+
+A user's evaluator plugs in without editing tailorlm: `EVALUATORS["name"] = fn`, or an import path
+`"package.module:function"` in `eval.metrics`.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..errors import ConfigError
+from .generate import generation_eval
+from .metrics import val_loss
+from .tasks import ACCURACY
+
+
+@dataclass
+class EvalContext:
+    """What an evaluator may read. `probe` is the run's retention probe (anything with
+    `measure(model)` and a step-0 `base`), None when forgetting is not measured."""
+    cfg: Any                      # the validated Config
+    data: Any                     # the built Data (examples, rows, formatter)
+    device: str
+    probe: Optional[Any] = None
+    base: bool = False            # True while scoring the base model at step 0
+
+    def held_out(self, n: int) -> list[dict]:
+        """The first n held-out rows: the test split when there is one, else validation."""
+        return (self.data.test_rows or self.data.val_rows)[:n]
+
+
+Evaluator = Callable[[torch.nn.Module, EvalContext], dict]
+
+
+def val_loss_scores(model, ctx: EvalContext) -> dict:
+    c, tok = ctx.cfg, ctx.data.formatter.tok
+    scores = val_loss(model, ctx.data.val[: c.eval.max_examples], pad_id=tok.pad_token_id, device=ctx.device,
+                      precision=c.train.precision, batch_size=c.eval.batch_size, packing=c.data.packing,
+                      row_tokens=c.data.max_length, task=c.model.task)
+    return {f"val_{k}": v for k, v in scores.items()}
+
+
+def accuracy_scores(model, ctx: EvalContext) -> dict:
+    c = ctx.cfg
+    if ctx.data.fmt != "classification":
+        return {}
+    acc = ACCURACY[c.model.task](model, ctx.data.formatter, ctx.held_out(c.eval.max_examples), device=ctx.device,
+                                 precision=c.train.precision, batch_size=c.eval.batch_size)
+    return {k: acc[k] for k in ("accuracy", "macro_f1", "majority", "predicted")}
+
+
+def generation_scores(model, ctx: EvalContext) -> dict:
+    e = ctx.cfg.eval
+    if ctx.data.fmt != "instruction" or not e.generate:
+        return {}
+    return generation_eval(model, ctx.data, ctx.held_out(e.generate), e.max_new_tokens, ctx.device)
+
+
+def fewshot_scores(model, ctx: EvalContext) -> dict:
+    """The base model prompted with k seeded training examples in context: what tuning must beat."""
+    c, k = ctx.cfg, ctx.cfg.eval.fewshot
+    if not (ctx.base and k and ctx.data.fmt == "classification" and c.model.task == "causal_lm"):
+        return {}
+    shots = random.Random(c.train.seed).sample(ctx.data.train_rows, min(k, len(ctx.data.train_rows)))
+    acc = ACCURACY[c.model.task](model, ctx.data.formatter, ctx.held_out(c.eval.max_examples), device=ctx.device,
+                                 precision=c.train.precision, batch_size=c.eval.batch_size, shots=shots)
+    return {f"fewshot{k}_accuracy": acc["accuracy"], f"fewshot{k}_macro_f1": acc["macro_f1"]}
+
+
+def retention_scores(model, ctx: EvalContext) -> dict:
+    if ctx.probe is None:
+        return {}
+    return dict(ctx.probe.base) if ctx.base else ctx.probe.measure(model)   # (the base was measured at step 0)
+
+
+EVALUATORS: dict[str, Evaluator] = {
+    "val_loss": val_loss_scores,
+    "accuracy": accuracy_scores,
+    "generation": generation_scores,
+    "fewshot": fewshot_scores,
+    "retention": retention_scores,
+}
+
+
+def resolve(names: list[str]) -> list[tuple[str, Evaluator]]:
+    """(name, function) for each of `names`: a registry entry or an import path "module:function"."""
+    out = []
+    for name in names:
+        if name in EVALUATORS:
+            out.append((name, EVALUATORS[name]))
+        elif ":" in name:
+            mod, _, attr = name.partition(":")
+            try:
+                out.append((name, getattr(importlib.import_module(mod), attr)))
+            except (ImportError, AttributeError) as e:
+                raise ConfigError(f"eval.metrics: cannot import {name!r} ({e}). Fix: an importable "
+                                  "'module:function', or one of " + ", ".join(EVALUATORS)) from None
+        else:
+            near = difflib.get_close_matches(name, EVALUATORS, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"eval.metrics: unknown evaluator {name!r}; choose from {', '.join(EVALUATORS)} "
+                              f"or give 'module:function'.{hint}")
+    return out
+
+
+def evaluate(model, ctx: EvalContext, names: list[str] | None = None) -> dict:
+    """Every chosen evaluator's scores, in the order chosen, in one dict."""
+    scores: dict = {}
+    for _, fn in resolve(ctx.cfg.eval.metrics if names is None else names):
+        scores.update(fn(model, ctx))
+    return scores

@@ -1,0 +1,139 @@
+"""Callbacks: how code plugs into the loop without editing it.
+
+A callback is an object with any of these methods (the `Callback` base has them all as no-ops);
+`run` is the RunState (train/state.py: cfg, model, tok, data, device, dist, step, ...):
+
+    on_start(run)                       setup done: method applied, model on its device, optimiser
+                                        ready, base model scored; before the first step
+    on_step_start(run)                  before a step builds its micro-batches (run.step = steps done)
+    on_before_optimizer_step(run)       gradients final (accumulated, synced, clipped), before the update
+    on_step_end(run, rec)               after the update; rec is the step's metrics record
+    on_train_end(run)                   the loop stepped for the last time (finished, stopped early,
+                                        or interrupted by a signal)
+    on_eval(run, scores, verdict)       after an evaluation and the best-checkpoint decision
+    on_save(run, path)                  after a checkpoint was written
+    on_message(run, text, record, always)  something to say (text) and/or to log (record)
+    on_end(run, summary)                after final/ and summary.json
+
+The metrics log (metrics.jsonl) and the console progress are ordinary callbacks, on rank 0 only;
+callbacks given to `train(..., callbacks=[...])` or named in `train.callbacks` ("module:Name", a
+class or factory called with no arguments) run on every rank.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import ConfigError
+from .log import MetricsLog
+
+
+class Callback:
+    def on_start(self, run) -> None: ...
+    def on_step_start(self, run) -> None: ...
+    def on_before_optimizer_step(self, run) -> None: ...
+    def on_step_end(self, run, rec: dict) -> None: ...
+    def on_train_end(self, run) -> None: ...
+    def on_eval(self, run, scores: dict, verdict) -> None: ...
+    def on_save(self, run, path) -> None: ...
+    def on_message(self, run, text: str | None, record: dict | None = None, always: bool = False) -> None: ...
+    def on_end(self, run, summary: dict) -> None: ...
+
+
+EVENTS = [name for name in vars(Callback) if name.startswith("on_")]
+
+
+class Callbacks:
+    """Several callbacks as one: each event goes to every callback that has it, in order."""
+
+    def __init__(self, callbacks):
+        self.items = list(callbacks)
+
+    def __getattr__(self, event: str):
+        if event not in EVENTS:
+            raise AttributeError(event)
+
+        def fire(*args, **kwargs):
+            for cb in self.items:
+                fn = getattr(cb, event, None)
+                if fn is not None:
+                    fn(*args, **kwargs)
+        return fire
+
+
+class MetricsLogger(Callback):
+    """metrics.jsonl: logged steps (every log_every, the first, the last, every skipped one),
+    evaluations with their deltas from the base, and what the loop reports (checkpoint errors,
+    early stops, interruptions)."""
+
+    def __init__(self, log: MetricsLog):
+        self.log = log
+
+    def on_step_end(self, run, rec: dict) -> None:
+        tc = run.cfg.train
+        if rec["step"] % tc.log_every == 0 or rec["step"] in (1, tc.steps) or "skipped" in rec:
+            self.log.write(rec)
+
+    def on_eval(self, run, scores: dict, verdict) -> None:
+        from ..eval.metrics import deltas
+
+        self.log.write({"step": run.step, "eval": scores, "delta": deltas(scores, run.base_scores),
+                        "best": verdict.improved, "warnings": verdict.warnings})
+
+    def on_message(self, run, text, record=None, always=False) -> None:
+        if record is not None:
+            self.log.write({"step": run.step, **record})
+
+
+class Console(Callback):
+    """What a person watching sees: setup lines, a progress bar with loss, lr and tokens/s, the
+    evaluations (with deltas from the base model), warnings. `quiet` keeps only what must be said."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet, self.bar = quiet, None
+
+    def on_start(self, run) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=run.cfg.train.steps, initial=run.step, disable=self.quiet, desc="train",
+                        dynamic_ncols=True)
+
+    def on_step_end(self, run, rec: dict) -> None:
+        self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['useful_tokens_per_s']:.0f}")
+        self.bar.update(1)
+
+    def on_eval(self, run, scores: dict, verdict) -> None:
+        from ..eval.metrics import format_scores
+
+        best = " (best)" if verdict.improved else ""
+        self._say(f"[tailorlm] step {run.step}: {format_scores(scores, run.base_scores)}{best}", always=True)
+        for w in verdict.warnings:
+            self._say(f"[tailorlm] warning: {w}", always=True)
+
+    def on_message(self, run, text, record=None, always=False) -> None:
+        if text:
+            self._say(text, always)
+
+    def on_train_end(self, run) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def _say(self, text: str, always: bool) -> None:
+        if self.bar is not None:      # during the loop: above the bar (tqdm writes even when disabled)
+            self.bar.write(text, file=sys.stderr)
+        elif always or not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+def load_callbacks(paths: list[str]) -> list:
+    """Callbacks named by import path ("module:Name"; a class or factory called with no arguments)."""
+    out = []
+    for path in paths:
+        mod, _, attr = path.partition(":")
+        try:
+            out.append(getattr(importlib.import_module(mod), attr)())
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ConfigError(f"train.callbacks: cannot load {path!r} ({e}). Fix: an importable "
+                              "'module:Name' whose Name() makes a callback") from None
+    return out

@@ -1,0 +1,104 @@
+"""The loop's phases after a step: evaluate and select, checkpoint, stop on a signal, finish."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+
+from ..build import start_model, with_method
+from ..eval.evaluators import evaluate
+from ..eval.metrics import deltas, format_scores
+from . import checkpoint
+from .signals import Interrupted
+
+
+def due(step: int, every: int, last: int) -> bool:
+    return step % every == 0 or step == last
+
+
+def evaluate_and_select(run) -> None:
+    """Every chosen evaluator (every rank runs the same forwards: FSDP needs it), rank 0's numbers
+    decide; the guard picks the best checkpoint and says when to stop early."""
+    tc = run.cfg.train
+    scores = run.dist.broadcast(evaluate(run.model, run.eval_ctx))
+    recent = [h["loss"] for h in run.history[-tc.eval_every:] if math.isfinite(h["loss"])]
+    verdict = run.guard.update(run.step, scores, sum(recent) / len(recent) if recent else None)
+    run.callbacks.on_eval(run, scores, verdict)
+    run.scores = {**scores, "step": run.step}
+    if verdict.improved and run.cfg.eval.keep_best:
+        try:
+            checkpoint.save(run.run_dir / "checkpoints" / "best", params=run.params, optimizer=None,
+                            state={"step": run.step}, model=run.model, dist=run.dist)
+        except OSError as e:  # the best so far could not be kept: say so, keep the run going
+            run.guard.best_step = None
+            run.log({"checkpoint_error": f"best: {e}"},
+                    f"[tailorlm] could not save the best checkpoint ({e}); final/ will be the last step")
+    if verdict.stop:
+        run.log({"stopped": verdict.stop}, f"[tailorlm] {verdict.stop}; stopping at step {run.step}")
+        run.stopped = verdict.stop
+
+
+def save_checkpoint(run) -> None:
+    """An atomic, verified checkpoint of the run state; a failed save keeps the run (and the previous
+    checkpoint) alive and says so."""
+    root = run.run_dir / "checkpoints"
+    path = root / f"step-{run.step:06d}"
+    try:
+        checkpoint.save(path, params=run.params, optimizer=run.opt, state=run.state_dict(), model=run.model,
+                        dist=run.dist)
+        if run.dist.main:
+            checkpoint.rotate(root, run.cfg.train.keep_last)
+        run.last_saved = run.step
+    except OSError as e:  # disk full, permissions: keep training, keep the last good one
+        last, _ = checkpoint.latest(root)
+        run.log({"checkpoint_error": str(e)},
+                f"[tailorlm] checkpoint at step {run.step} failed ({e}); the previous one ({last or 'none'}) is intact")
+        return
+    run.callbacks.on_save(run, path)
+
+
+def interrupt(run, signum: int | None) -> None:
+    """Every rank stops after the same step, its checkpoint saved; the message says how to resume."""
+    run.callbacks.on_train_end(run)
+    name = signal.Signals(signum or signal.SIGTERM).name   # (no signum here: another rank's signal)
+    run.log({"interrupted": name})
+    raise Interrupted(signum or signal.SIGTERM, f"stopped by {name} after step {run.step}; checkpoint saved. "
+                      f"Resume with: tailorlm train --resume {run.run_dir}")
+
+
+def finish(run) -> dict:
+    """final/ (the best evaluation's weights unless told otherwise) through the method's own save,
+    the final scores, summary.json."""
+    cfg, dist, g = run.cfg, run.dist, run.guard
+    if cfg.eval.keep_best and g.best_step is not None and g.best_step != run.step:
+        checkpoint.load(run.run_dir / "checkpoints" / "best", model=run.model, dist=dist)
+        what = ("the start (step 0): no evaluation was within the forgetting budget" if g.best_step == 0 else
+                f"the best evaluation (step {g.best_step}, {cfg.eval.metric} {g.best_value:.4f})")
+        run.say(f"[tailorlm] final/ holds {what}, not the last step ({run.step})", always=True)
+        run.scores = None
+    final = run.run_dir / "final"
+    if final.exists() and dist.main:
+        shutil.rmtree(final)
+    # parallel: gathered to rank 0 into a plain model, so final/ is what one process would have written
+    dist.save_final(run.method, run.model, run.tok, final,
+                    rebuild=lambda: with_method(start_model(cfg, tokenizer=run.tok)[0], cfg))
+    scores = run.scores if run.scores is not None and run.scores.get("step") == run.step else evaluate(
+        run.model, run.eval_ctx)
+    scores = {k: v for k, v in scores.items() if k != "step"}
+    summary = {"method": cfg.method.name, "steps": run.step, "trainable_params": run.n_trainable,
+               "total_params": run.n_total, "train_tokens": run.tokens_seen, "train_time_s": round(run.train_time, 2),
+               "tokens_per_s": round(run.tokens_seen / max(run.train_time, 1e-9), 1),
+               "wall_time_s": round(time.time() - run.t_start, 2),
+               "first_loss": run.history[0]["loss"] if run.history else None,
+               "last_loss": run.history[-1]["loss"] if run.history else None, "base": run.base_scores,
+               "final": scores, "delta": deltas(scores, run.base_scores), "skipped_steps": run.skipped_steps,
+               "best_step": g.best_step, "stopped_early": run.stopped, "data": run.data.report, "device": run.device,
+               "processes": dist.world, "parallel": dist.mode}
+    if dist.main:
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    run.say(f"[tailorlm] done: {format_scores(scores, run.base_scores)}; {summary['tokens_per_s']} tokens/s "
+            f"(the examples' own tokens, padding not counted); run in {run.run_dir}")
+    run.callbacks.on_end(run, summary)
+    return summary

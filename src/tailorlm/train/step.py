@@ -1,0 +1,128 @@
+"""One optimiser step: micro-batches, the task loss normalised by the whole global batch's target
+tokens, the forgetting mitigations, clipping, the update (skipped when non-finite), the record."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..device import autocast
+from ..errors import NonFiniteError, OutOfMemory
+from ..forward import lm_loss_sum
+from . import checkpoint
+
+
+def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
+    """Advance `run` by one step; returns the step's record and whether any rank asked to stop."""
+    tc, dist = run.cfg.train, run.dist
+    t0 = time.time()
+    micro = [run.make_batch([run.data.train[i] for i in run.order.micro_batch(run.step * tc.grad_accum + a,
+                                                                               dist.rank, dist.world)])
+             for a in range(tc.grad_accum)]
+    # normalise by the target tokens of the whole accumulated global batch (all ranks), not a mean of
+    # micro-batch means
+    n_tokens = int(dist.sum(sum(b.n_targets for b in micro))[0])
+    loss_sum = task_backward(run, micro, n_tokens)
+    extra = retention_backward(run) if run.retention is not None else {}
+    if not math.isfinite(extra.get("penalty", 0.0)):
+        loss_sum = float("nan")   # a non-finite penalty skips the step like a non-finite loss
+    gnorm = dist.clip_grad_norm(run.params, tc.max_grad_norm)   # global: gradients are synced by now
+    run.callbacks.on_before_optimizer_step(run)
+    step_tokens = sum(int(b.input_ids.numel()) for b in micro)          # computed, padding included
+    useful = sum(n for b in micro for _, _, n in b.spans)               # the examples' own tokens
+    # one all-reduce: the global loss and tokens, and whether any rank got a signal (all stop together)
+    loss_sum, step_tokens, useful, stops = dist.sum(loss_sum, step_tokens, useful, float(stop_requested))
+    step_tokens, useful = int(step_tokens), int(useful)
+    finite = math.isfinite(loss_sum) and math.isfinite(float(gnorm))
+    if finite:  # a NaN/Inf loss or gradient skips the update, counted; the data moves on
+        run.opt.step()
+        run.bad_in_a_row = 0
+    else:
+        run.bad_in_a_row += 1
+        run.skipped_steps += 1
+    run.opt.zero_grad(set_to_none=True)
+    lr = run.sched.get_last_lr()[0]
+    run.sched.step()
+    run.step += 1
+    dt = time.time() - t0
+    run.train_time += dt
+    run.tokens_seen += useful
+    loss = loss_sum / n_tokens
+    run.history.append({"step": run.step, "loss": loss})
+    rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "tokens": step_tokens,
+           "useful_tokens": useful, "target_tokens": n_tokens, "tokens_per_s": step_tokens / dt,
+           "useful_tokens_per_s": useful / dt, "epoch": run.order.epoch_of(run.step * tc.grad_accum * dist.world),
+           "examples": dist.step_examples(run.order, (run.step - 1) * tc.grad_accum, tc.grad_accum,
+                                          [i for b in micro for i in b.ids]),
+           **extra}
+    if not finite:
+        rec["skipped"] = "non-finite loss or gradient norm"
+    return rec, stops > 0
+
+
+def task_backward(run, micro: list, n_tokens: int) -> float:
+    """Backward of every micro-batch's loss sum / the global target tokens; returns the loss sum."""
+    loss_sum = 0.0
+    for a, b in enumerate(micro):
+        b = b.to(run.device)
+        run.dist.sync_gradients(run.model, a == len(micro) - 1)   # ranks communicate on the last micro-batch
+        try:
+            with autocast(run.device, run.cfg.train.precision):
+                s, _ = run.loss_fn(run.model, b)
+            (s * run.dist.grad_scale / n_tokens).backward()
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            raise OutOfMemory(out_of_memory_advice(run.cfg, b, e)) from None
+        loss_sum += float(s.detach())
+    return loss_sum
+
+
+def retention_backward(run) -> dict:
+    """Replay (the general text's mean token loss, weighted by retention.replay: its own mean, since
+    128-token blocks would otherwise swamp a task with a few target tokens per example) and the
+    penalties (L2-SP, EWC, distillation); returns what to log."""
+    r, extra = run.retention, {}
+    replay = r.replay_batch(run.step)
+    if replay is not None and r.mixes_replay:
+        with autocast(run.device, run.cfg.train.precision):
+            s, _ = lm_loss_sum(run.model, replay)
+        (run.cfg.retention.replay * s / max(replay.n_targets, 1)).backward()
+        extra["replay_loss"] = float(s.detach()) / max(replay.n_targets, 1)
+    with autocast(run.device, run.cfg.train.precision):
+        pen = r.penalty(run.model, run.params, replay)
+    if pen is not None:
+        pen.backward()
+        extra["penalty"] = float(pen.detach())
+    return extra
+
+
+def check_finite(run, rec: dict) -> None:
+    """Say so when a step was skipped; stop after train.max_bad_steps non-finite steps in a row."""
+    if "skipped" not in rec:
+        return
+    run.say(f"[tailorlm] step {run.step}: non-finite loss/gradient, update skipped ({run.bad_in_a_row} in a row)",
+            always=True)
+    if run.bad_in_a_row >= run.cfg.train.max_bad_steps:
+        last, _ = checkpoint.latest(run.run_dir / "checkpoints")
+        raise NonFiniteError(
+            f"{run.bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step {run.step}); "
+            f"stopped. The last good checkpoint is {last or 'none'}. Fix: lower train.lr, keep "
+            "train.max_grad_norm set, or check the data; then tailorlm train --resume " + str(run.run_dir))
+
+
+def out_of_memory_advice(cfg, batch, err: BaseException) -> str:
+    """What would fit: the same global batch in smaller micro-batches, and activation checkpointing."""
+    tc = cfg.train
+    tips = []
+    if tc.batch_size > 1:
+        b = max(1, tc.batch_size // 2)
+        tips.append(f"train.batch_size={b} train.grad_accum={tc.grad_accum * tc.batch_size // b} "
+                    "(same global batch, half the activations)")
+    if not tc.gradient_checkpointing:
+        tips.append("train.gradient_checkpointing=true (recompute activations in backward)")
+    if cfg.data.max_length > 256:
+        tips.append(f"data.max_length={cfg.data.max_length // 2} (shorter rows)")
+    if cfg.method.name == "full":
+        tips.append("method=lora (no optimiser state for the base weights)")
+    return (f"out of memory on a micro-batch of {tuple(batch.input_ids.shape)} tokens ({err}). Try: "
+            + "; or ".join(tips))
