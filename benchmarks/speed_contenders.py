@@ -30,7 +30,7 @@ def _tailorlm_config(spec: dict, out_dir: Path) -> dict:
                       "device": spec["device"], "seed": spec["seed"], "log_every": 1, "eval_every": n,
                       "save_every": n, "keep_last": 1},
             # the loop's own evaluation made trivial: one example's loss, after the timed steps
-            "eval": {"metrics": ["val_loss"], "before": False, "max_examples": 1, "keep_best": False},
+            "eval": {"metrics": ["val_loss"], "metric": "val_loss", "before": False, "max_examples": 1, "keep_best": False},
             "retention": {"reference": None},   # no base-model reference probe (generation) around the steps
             "output": {"dir": str(out_dir), "overwrite": True}}
 

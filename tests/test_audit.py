@@ -373,7 +373,8 @@ def test_json_report_round_trips(tmp_path):
     rows[3]["response"] = "write to ann@example.net"
     f = write_jsonl(tmp_path / "t.jsonl", rows, {5: b"{bad"})
     out = tmp_path / "report.json"
-    assert run_cmd([f, "--json", out]) == 0
+    assert run_cmd([f, "--json", out]) == 2          # the bad line: training (on_error: stop) would stop there
+    assert run_cmd([f, "--json", out, "--on-error", "skip"]) == 0
     loaded = AuditReport.from_json(out.read_text())
     direct = run_audit(f)
     assert [(x.severity, x.check, x.message, x.line) for x in loaded.findings] == \

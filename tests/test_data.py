@@ -89,8 +89,9 @@ def test_too_long_policies_are_counted(tok):
     rows = [row(prompt="short", response="fine"), row(prompt="long " * 80, response="cut"),
             {**row(prompt="p", response="also long " * 40), "_line": 9}]
     exs, rep = tokenize_rows(rows, "instruction", tok, dcfg(max_length=64, too_long="truncate"))
-    # row 2: the prompt alone fills max_length, so no target survives; row 3 loses part of its answer
-    assert rep.truncated == 2 and rep.dropped_no_target == 1 and len(exs) == 2
+    # row 2: its prompt is cut and its answer kept; row 3's answer alone is over budget and loses its end
+    assert rep.truncated == 2 and rep.dropped_no_target == 0 and len(exs) == 3
+    assert trained_text(tok, exs[1]) == "cut<|im_end|>\n"
     assert rep.target_tokens_lost > 0 and all(len(e.input_ids) <= 64 for e in exs)
     exs, rep = tokenize_rows(rows, "instruction", tok, dcfg(max_length=64, too_long="drop"))
     assert rep.dropped_too_long == 2 and len(exs) == 1 and rep.truncated == 0

@@ -119,7 +119,7 @@ def test_encoder_adapter_export_loads_with_peft(runs, tmp_path, tiny_bert):  # n
 @pytest.mark.parametrize("name", ["bottleneck", "prompt"])
 def test_unmergeable_methods_say_so_and_export_their_adapter(name, runs, tmp_path, capsys):
     out = tmp_path / "export"
-    assert main(["export", str(runs["decoder", name]), "--merge", "--out", str(out)]) == 0
+    assert main(["export", str(runs["decoder", name]), "--merge", "--or-adapter", "--out", str(out)]) == 0
     cap = capsys.readouterr()
     assert f"{name} cannot be merged" in cap.err and "writing the adapter instead" in cap.err
     rep = json.loads(cap.out)

@@ -206,11 +206,13 @@ def test_generation_and_fewshot_baselines_are_reported(tiny_llama, tmp_path):
     # accuracy; a base briefly tuned on other rows of the task (full fine-tuning: final/ is a plain model
     # folder) answers according to its context
     pre = write_jsonl(tmp_path / "pre.jsonl", cls[120:])
-    train(run_cfg(tiny_llama, pre, tmp_path / "pre", data={"format": "classification"},
+    # (max_length 512: no prompt is cut, so the recomputation below renders the whole tweet as the run does)
+    train(run_cfg(tiny_llama, pre, tmp_path / "pre", data={"format": "classification", "max_length": 512},
                   train={"steps": 10, "eval_every": 10}, eval={"keep_best": False, "before": False},
                   retention={"reference": None}), quiet=True)
     base_dir = tmp_path / "pre" / "final"
-    s = train(run_cfg(base_dir, c, tmp_path / "fs", data={"format": "classification", "val": str(v)},
+    s = train(run_cfg(base_dir, c, tmp_path / "fs",
+                      data={"format": "classification", "val": str(v), "max_length": 512},
                       train={"steps": 2, "eval_every": 2}, eval={"fewshot": 2}, retention={"reference": None}),
               quiet=True)
     # the base model's zero- and 2-shot accuracy, recomputed: the shots are random.Random(train.seed)

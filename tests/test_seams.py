@@ -25,7 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tailorlm"
 # The order a reader should see: each module imports only from its own rank or the ranks before it.
 # (config composes the method configs each method file declares, so methods come before config.)
 LAYERS = [
-    {"errors"},
+    {"errors", "atomic"},
     {"data", "models"},
     {"methods"},
     {"config"},
@@ -34,6 +34,7 @@ LAYERS = [
     {"eval"},
     {"retention", "export"},
     {"train"},
+    {"continual"},
     {"commands", "demo", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

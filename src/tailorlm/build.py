@@ -8,15 +8,17 @@ instead of stacking a second copy on top.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 
-from .config import Config, load_config
+from .config import Config, load_config, resolve_with_data
 from .data import Data, build_data
 from .errors import ConfigError, MissingError
 from .methods import METHODS, NotMergeable
-from .models.load import load_model, load_tokenizer, resolve
+from .models.defaults import DEFAULT_MODELS
+from .models.load import check_task, load_model, load_tokenizer, resolve
 
 MARK = "tailorlm_method"   # attribute naming the method a model already carries
 
@@ -30,7 +32,39 @@ def load_base(cfg: Config, tokenizer=None):
 
 
 def tokenizer_for(cfg: Config):
-    return load_tokenizer(resolve(cfg.model.path), cfg.model.trust_remote_code)
+    """The model's tokenizer; first (reading config.json only) a refusal of a model the task does not
+    fit, so it comes before the data is read and the weights load."""
+    p = resolve(cfg.model.path)
+    check_task(p, cfg.model.task)
+    return load_tokenizer(p, cfg.model.trust_remote_code)
+
+
+def _absolute(path: str | None) -> str | None:
+    """An existing path made absolute (symlinks kept); anything else as written, so that an error
+    about it names what the user typed."""
+    if path is None or not Path(path).expanduser().exists():
+        return path
+    return os.path.abspath(Path(path).expanduser())
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Make every path a run stores absolute, when the run starts. config.yaml is what eval,
+    generate, export and resume read later, from any directory; a relative model.path or data path
+    would only work from the folder the run was started in. Embedded short names stay names."""
+    m, d, r = cfg.model, cfg.data, cfg.retention
+    if m.path not in DEFAULT_MODELS:
+        m.path = _absolute(m.path)
+    m.init_from = _absolute(m.init_from)
+    if isinstance(d.train, str):
+        d.train = _absolute(d.train)
+    else:   # several files: paths, or {path, weight} entries
+        d.train = [_absolute(t) if isinstance(t, str) else t.model_copy(update={"path": _absolute(t.path)})
+                   for t in d.train]
+    d.val, d.test = _absolute(d.val), _absolute(d.test)
+    if r.reference != "auto":
+        r.reference = _absolute(r.reference)
+    r.replay_data = _absolute(r.replay_data)
+    return cfg
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -39,9 +73,10 @@ def run_dir_of(path: str | Path) -> Path:
     return p.parent if p.name == "final" and (p.parent / "config.yaml").is_file() else p
 
 
-def load_run(run_dir: str | Path, which: str = "final", tokenizer=None):
-    """(cfg, tuned model, tokenizer) from a run directory alone."""
-    cfg = run_config(run_dir)
+def load_run(run_dir: str | Path, which: str = "final", tokenizer=None, overrides: list[str] | None = None):
+    """(cfg, tuned model, tokenizer) from a run directory alone. `overrides` (dotted key=value) apply
+    to the stored config before anything loads (e.g. model.path=... for a run moved elsewhere)."""
+    cfg = run_config(run_dir, overrides)
     art = run_dir_of(run_dir) / which
     if not art.is_dir():
         raise MissingError(f"{art}: the run has no {which}/ folder (did it finish?)")
@@ -51,12 +86,12 @@ def load_run(run_dir: str | Path, which: str = "final", tokenizer=None):
     return cfg, model, tok
 
 
-def run_config(run_dir: str | Path) -> Config:
+def run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     run_dir = run_dir_of(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise MissingError(f"{run_dir}: not a tailorlm run (no config.yaml). Fix: name a run directory "
-                           "written by tailorlm train")
-    return load_config(run_dir / "config.yaml")
+        what = "no such directory" if not run_dir.exists() else "not a tailorlm run (no config.yaml)"
+        raise MissingError(f"{run_dir}: {what}. Fix: name a run directory written by tailorlm train")
+    return load_config(run_dir / "config.yaml", overrides)
 
 
 def method_base(cfg: Config, tokenizer=None):
@@ -112,6 +147,7 @@ def build(cfg: Config, model: torch.nn.Module | None = None) -> tuple[torch.nn.M
     data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
     if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
         cfg.data.labels = data.labels
+    resolve_with_data(cfg, data)   # train.epochs -> steps, eval.metric auto -> macro_f1 | val_loss
     if model is None:
         model, tok = start_model(cfg, tokenizer=tok)
     return model, tok, data

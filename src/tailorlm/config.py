@@ -8,6 +8,7 @@ Validated config objects stop at the builders, which pass flat arguments on.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -23,101 +24,147 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def F(default: Any = ..., doc: str = "", **kw) -> Any:
+    """A field with its one-line description: README's config table is generated from these
+    (scripts/config_table.py), so the table and the code cannot drift apart."""
+    return Field(description=doc, **kw) if "default_factory" in kw else Field(default, description=doc, **kw)
+
+
 class ModelConfig(Strict):
-    path: str = "smollm2-135m-instruct"   # a local HF folder, or an embedded short name
-    dtype: Literal["fp32", "bf16"] = "fp32"   # weights in memory; bf16 compute is train.precision
-    task: Literal["causal_lm", "sequence_classification"] = "causal_lm"
-    trust_remote_code: bool = False
-    allow_pickle: bool = False            # load .bin/.pt weights (torch.load, weights_only) if no safetensors
-    init_from: Optional[str] = None       # start from an earlier run's final model (its directory or final/)
+    path: str = F("smollm2-135m-instruct", "local HF folder or embedded short name (`tailorlm models list`); "
+                  "`model: X` is short for it")
+    dtype: Literal["fp32", "bf16"] = F("fp32", "weights in memory (bf16 compute is `train.precision`)")
+    task: Literal["causal_lm", "sequence_classification"] = F(
+        "causal_lm", "`sequence_classification` loads a classification head (encoders too) over the labels")
+    trust_remote_code: bool = F(False, "run code shipped with the model; off unless you ask")
+    allow_pickle: bool = F(False, "load `.bin` weights (with `weights_only=True`) when a folder has no safetensors")
+    init_from: Optional[str] = F(None, "start from an earlier run's final model (its directory or `final/`): the "
+                                 "same method trains on, another is applied on top (an earlier adapter merged first)")
+
+
+class TrainFile(Strict):
+    path: str
+    weight: int = Field(1, ge=1)   # each training row of the file is repeated this many times
+
+    def __repr__(self) -> str:   # as the user wrote it, in messages that name data.train
+        return f"{{path: {self.path}, weight: {self.weight}}}"
 
 
 class DataConfig(Strict):
-    train: str
-    val: Optional[str] = None
-    test: Optional[str] = None
-    format: Literal["auto", "text", "instruction", "chat", "classification"] = "auto"
-    max_length: int = Field(512, ge=8)
-    too_long: Literal["truncate", "drop", "stop"] = "truncate"
-    on_error: Literal["stop", "skip"] = "stop"
-    val_fraction: float = Field(0.1, gt=0, lt=1)   # carved from train (seeded) when val is absent
-    val_max: int = Field(500, ge=1)                # ...but never more rows than this
-    limit: Optional[int] = Field(None, ge=1)       # read at most this many train rows
-    # field names; None means "detect" (prompt/response, instruction/input/output, text/label, messages)
-    text_field: Optional[str] = None
-    prompt_field: Optional[str] = None
-    response_field: Optional[str] = None
-    label_field: Optional[str] = None
-    messages_field: str = "messages"
-    labels: Optional[list[str]] = None            # classification label words; detected from train otherwise
-    prompt_template: str = "{text}"               # classification/instruction prompt; {text} and {labels} fill in
-    system: Optional[str] = None                  # system message for chat-templated prompts
-    chat_template: Literal["auto", "never"] = "auto"  # instruction/classification through the model's chat template
-    packing: bool = True                          # padding-free: examples share rows, attention kept inside each
-    audit: bool = True                            # run the data audit before training (fatal findings stop it)
+    train: Union[str, list[Union[str, TrainFile]]] = F(
+        doc="JSONL, CSV or Parquet; or a list of files, each a path or `{path, weight}`: a file's training rows "
+            "are repeated `weight` times (an integer; after the validation split)")
+    val: Optional[str] = F(None, "validation file; absent: carved out of train (seeded, `val_fraction`, at most "
+                           "`val_max` rows)")
+    test: Optional[str] = F(None, "test file: task metrics score it instead of validation")
+    format: Literal["auto", "text", "instruction", "chat", "classification"] = F(
+        "auto", "`auto` detects it from the first row's fields")
+    max_length: int = F(512, "per-example token budget", ge=8)
+    too_long: Literal["truncate", "drop", "stop"] = F(
+        "truncate", "past max_length: `truncate` cuts the end of the user text (never the template, response "
+        "or label), `drop`, or `stop`; counted")
+    on_error: Literal["stop", "skip"] = F("stop", "`stop` at the first malformed row, or `skip` and count")
+    val_fraction: float = F(0.1, "share of train carved out for validation when `val` is absent", gt=0, lt=1)
+    val_max: int = F(500, "...but never more rows than this", ge=1)
+    limit: Optional[int] = F(None, "read at most this many train rows", ge=1)
+    text_field: Optional[str] = F(None, "the text field; each field name unset means detect (`text`, "
+                                  "`prompt`/`response`, `instruction`/`input`/`output`, `label`)")
+    prompt_field: Optional[str] = F(None, "the prompt field (instruction data)")
+    response_field: Optional[str] = F(None, "the response field (instruction data)")
+    label_field: Optional[str] = F(None, "the label field (classification data)")
+    messages_field: str = F("messages", "chat rows: the list of `{role, content}` messages")
+    labels: Optional[list[str]] = F(None, "classification label words; detected from train otherwise")
+    prompt_template: str = F("{text}", "classification/instruction prompt; `{text}` and `{labels}` fill in")
+    system: Optional[str] = F(None, "system message for chat-templated prompts")
+    chat_template: Literal["auto", "never"] = F(
+        "auto", "instruction/classification prompts through the model's chat template when it has one")
+    packing: bool = F(True, "several examples per row, attention kept inside each (padding-free)")
+    audit: bool = F(True, "run the data audit before training (fatal findings stop it)")
+    balance: Literal["none", "sample", "weight"] = F(
+        "none", "classification: `sample` draws classes equally into batches; `weight` weighs each class's "
+        "loss by n / (classes x its count)")
 
 
 class TrainConfig(Strict):
-    steps: int = Field(100, ge=1)
-    batch_size: int = Field(8, ge=1)              # examples per micro-batch
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup: int = Field(10, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    max_grad_norm: Optional[float] = 1.0
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast dtype; auto = bf16 where the hardware is fast at it
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-    gradient_checkpointing: bool = False
-    log_every: int = Field(10, ge=1)
-    eval_every: int = Field(50, ge=1)
-    save_every: int = Field(50, ge=1)
-    keep_last: int = Field(2, ge=1)
-    max_bad_steps: int = Field(3, ge=1)          # non-finite steps in a row before the run stops
-    threads: Optional[int] = None                 # torch CPU threads; None keeps torch's default
-    parallel: Literal["none", "ddp", "fsdp"] = "none"   # under torchrun: replicated (ddp) or sharded (fsdp) weights
-    callbacks: list[str] = []                     # extra loop callbacks, as import paths "module:Name"
+    steps: Optional[int] = F(100, "optimiser steps (or set `epochs`, not both)", ge=1)
+    epochs: Optional[float] = F(None, "instead of steps: steps = ceil(epochs x train examples / (batch_size x "
+                                "grad_accum)), written into the run's config.yaml", gt=0)
+    batch_size: int = F(8, "examples per micro-batch (the global one under torchrun)", ge=1)
+    grad_accum: int = F(1, "micro-batches per step", ge=1)
+    lr: float = F(2e-4, "AdamW's peak learning rate", gt=0)
+    weight_decay: float = F(0.0, "decay on matrices only", ge=0)
+    warmup: int = F(10, "linear warmup steps", ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = F("cosine", "decay after warmup")
+    min_lr_ratio: float = F(0.1, "the decay ends at lr x this", ge=0, le=1)
+    max_grad_norm: Optional[float] = F(1.0, "gradient clipping; null: none")
+    precision: Literal["auto", "fp32", "bf16"] = F(
+        "auto", "autocast: `bf16` where the hardware is fast at it (CUDA, AVX512-BF16/AMX CPUs), else `fp32`")
+    device: Literal["auto", "cpu", "cuda"] = F("auto", "`auto`: CUDA when there is one")
+    seed: int = F(0, "data order, split, initialisation")
+    gradient_checkpointing: bool = F(False, "trade compute for activation memory")
+    log_every: int = F(10, "steps between metrics.jsonl records", ge=1)
+    eval_every: int = F(50, "steps between evaluations", ge=1)
+    save_every: int = F(50, "steps between checkpoints", ge=1)
+    keep_last: int = F(2, "checkpoints kept", ge=1)
+    max_bad_steps: int = F(3, "non-finite steps in a row before the run stops", ge=1)
+    threads: Optional[int] = F(None, "torch CPU threads (null: torch's default); `1` on a small shared machine")
+    parallel: Literal["none", "ddp", "fsdp"] = F(
+        "none", "under torchrun: `ddp` (a copy per process) or `fsdp` (FSDP2 shards); see \"Many processes\"")
+    callbacks: list[str] = F([], "extra loop callbacks by import path (`\"my_pkg.hooks:Timer\"`); see \"Plugging in\"")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_epochs(cls, v: Any) -> Any:
+        if isinstance(v, dict) and v.get("epochs") is not None:
+            if v.get("steps") is not None:
+                raise ValueError("train.steps and train.epochs are both set. Fix: set one of them "
+                                 "(train.steps=null to train by epochs)")
+            v = {**v, "steps": None}
+        return v
 
 
 DEFAULT_METRICS = ["val_loss", "accuracy", "generation", "fewshot", "retention"]
 
 
 class EvalConfig(Strict):
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS))  # evaluators (eval/evaluators.py),
-    #                                               or import paths "module:function"; each scores what applies
-    max_examples: int = Field(300, ge=1)          # held-out rows scored for task metrics
-    batch_size: int = Field(16, ge=1)
-    before: bool = True                           # score the base model at step 0
-    metric: Literal["val_loss", "accuracy", "macro_f1"] = "val_loss"   # picks the best checkpoint
-    patience: Optional[int] = Field(None, ge=1)   # early stopping after this many evaluations without gain
-    min_delta: float = Field(0.0, ge=0)
-    keep_best: bool = True                        # final/ holds the best evaluation's weights, not the last
-    fewshot: int = Field(0, ge=0)                 # also score the base model with k training examples in context
-    generate: int = Field(0, ge=0)                # instruction data: greedy answers for this many held-out rows
-    max_new_tokens: int = Field(64, ge=1)         # ...scored by exact match, token F1 and ROUGE-L
+    metrics: list[str] = F(default_factory=lambda: list(DEFAULT_METRICS), doc=(
+        "evaluators scored at step 0, every evaluation and the end; each scores what applies to the data; names "
+        "from the registry or `\"module:function\"`"))
+    max_examples: int = F(300, "held-out rows scored for task metrics", ge=1)
+    batch_size: int = F(16, "examples per evaluation forward", ge=1)
+    before: bool = F(True, "score the base model at step 0")
+    metric: Literal["auto", "val_loss", "accuracy", "macro_f1"] = F(
+        "auto", "picks the best checkpoint: `auto` = macro_f1 for classification data, else val_loss")
+    patience: Optional[int] = F(None, "early stopping after this many evaluations without gain", ge=1)
+    min_delta: float = F(0.0, "the least change that counts as a gain", ge=0)
+    keep_best: bool = F(True, "`final/` holds the best evaluation's weights, not the last step's")
+    fewshot: int = F(0, "also score the base model with k training examples in context", ge=0)
+    generate: int = F(0, "instruction data: greedy answers for this many held-out rows (exact match, token F1, "
+                      "ROUGE-L; saved to samples.jsonl)", ge=0)
+    max_new_tokens: int = F(64, "...at most this long", ge=1)
 
 
 class RetentionConfig(Strict):
-    reference: Optional[str] = "auto"             # auto: written by the base model at step 0; a text file; or null
-    samples: int = Field(16, ge=2)                # auto reference: how many base-model samples (half probe, half replay)
-    sample_tokens: int = Field(64, ge=8)
-    max_length: int = Field(128, ge=16)           # reference blocks from a file
-    max_forgetting: Optional[float] = None        # budget: reference-NLL increase (nats/token) a final model may have
-    patience: int = Field(1, ge=1)                # stop once over budget for this many evaluations
-    replay: float = Field(0.0, ge=0, le=1)        # replay rows per task example in each step, and the weight of
-    #                                               their mean token loss against the task's
-    replay_data: Optional[str] = None             # replay this text file instead of the reference's replay half
-    l2sp: float = Field(0.0, ge=0)                # weight of sum (theta - theta0)^2
-    ewc: float = Field(0.0, ge=0)                 # weight of sum F (theta - theta0)^2
-    distill: float = Field(0.0, ge=0)             # weight of KL(base || tuned) on replay batches
-    temperature: float = Field(1.0, gt=0)
+    reference: Optional[str] = F("auto", "general text forgetting is measured on: `auto` = samples the base model "
+                                 "writes at step 0; a text file; null = off")
+    samples: int = F(16, "auto reference: base-model samples (half probe, half replay)", ge=2)
+    sample_tokens: int = F(64, "...tokens each", ge=8)
+    max_length: int = F(128, "reference blocks from a file: tokens each", ge=16)
+    max_forgetting: Optional[float] = F(None, "budget on the reference-NLL increase (nats/token): a checkpoint past "
+                                        "it never becomes `final/`")
+    patience: int = F(1, "stop once over budget for this many evaluations", ge=1)
+    replay: float = F(0.0, "general-text rows replayed per task example in each step, and the weight of their mean "
+                      "token loss against the task's", ge=0, le=1)
+    replay_data: Optional[str] = F(None, "replay this text file instead of the reference's replay half")
+    l2sp: float = F(0.0, "weight of L2-SP: sum (theta - theta0)^2", ge=0)
+    ewc: float = F(0.0, "weight of EWC: sum F (theta - theta0)^2, diagonal Fisher at step 0", ge=0)
+    distill: float = F(0.0, "weight of KL(base || tuned) on replay batches (adapters switched off)", ge=0)
+    temperature: float = F(1.0, "distillation temperature", gt=0)
 
 
 class OutputConfig(Strict):
-    dir: str = "runs/run"
-    overwrite: bool = False
+    dir: str = F("runs/run", "the run directory")
+    overwrite: bool = F(False, "replace a run already there")
 
 
 MethodConfig = Annotated[Union[tuple(METHOD_CONFIGS.values())], Field(discriminator="name")]
@@ -152,12 +199,16 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
-        if self.train.warmup >= self.train.steps and self.train.warmup > 0:
+        if self.train.steps is not None and self.train.warmup >= self.train.steps and self.train.warmup > 0:
             self.train.warmup = self.train.steps // 10
-        needs = {"val_loss": "val_loss", "accuracy": "accuracy", "macro_f1": "accuracy"}[self.eval.metric]
+        metric, auto = self.eval.metric, self.eval.metric == "auto"
+        if auto:   # what auto will choose: macro_f1 where the data is known to be classification
+            metric = "macro_f1" if self.data.format == "classification" else "val_loss"
+        needs = {"val_loss": "val_loss", "accuracy": "accuracy", "macro_f1": "accuracy"}[metric]
         if needs not in self.eval.metrics:
-            raise ValueError(f"eval.metric {self.eval.metric} is scored by the {needs} evaluator, which eval.metrics "
-                             f"leaves out. Fix: add {needs} to eval.metrics, or choose another eval.metric")
+            raise ValueError(f"eval.metric {metric} is scored by the {needs} evaluator, which eval.metrics "
+                             f"leaves out{' (eval.metric: auto chose it)' if auto else ''}. Fix: add {needs} to "
+                             "eval.metrics, or choose another eval.metric")
         r = self.retention
         used = [k for k in ("replay", "l2sp", "ewc", "distill") if getattr(r, k)]
         if self.train.parallel != "none" and used:
@@ -166,6 +217,23 @@ class Config(Strict):
                              "or train.parallel=none on one process; the retention probe and "
                              "retention.max_forgetting work in parallel runs")
         return self
+
+
+def resolve_with_data(cfg: Config, data) -> None:
+    """Pin what only the data decides into `cfg` (so the run's config.yaml records it and a resume or
+    an export reads the same): train.epochs becomes train.steps, eval.metric auto becomes macro_f1
+    for classification data (accuracy rewards a model that always answers the majority class) or
+    val_loss otherwise."""
+    tc = cfg.train
+    if tc.epochs is not None:
+        steps = max(1, math.ceil(tc.epochs * len(data.train) / (tc.batch_size * tc.grad_accum)))
+        data.report["steps_from_epochs"] = {"epochs": tc.epochs, "examples": len(data.train), "steps": steps}
+        tc.epochs, tc.steps = None, steps   # in place: callers hold cfg.train
+        if tc.warmup >= steps and tc.warmup > 0:
+            tc.warmup = steps // 10
+    if cfg.eval.metric == "auto":
+        classify = data.fmt == "classification" and "accuracy" in cfg.eval.metrics
+        cfg.eval.metric = "macro_f1" if classify else "val_loss"
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -191,7 +259,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = _parse_scalar(value)
+        try:
+            node[parts[-1]] = _parse_scalar(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: {key.strip()} is not a valid YAML value "
+                              f"({getattr(e, 'problem', None) or e}). Fix: a complete YAML value, e.g. "
+                              f"'{key.strip()}=[a, b]' for a list (brackets closed, quoted for the shell)") from None
     return raw
 
 
@@ -213,6 +286,12 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+# names other tools use for a key, where spelling similarity finds nothing (method.rank -> method.r)
+ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+           "target_modules": "targets", "learning_rate": "lr", "max_steps": "steps", "num_virtual_tokens":
+           "virtual_tokens", "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum"}
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid config"]
     for e in err.errors():
@@ -220,16 +299,22 @@ def _format_errors(err: ValidationError, source: str) -> str:
         loc = tuple(p for p in e["loc"] if not (p in METHOD_CONFIGS and e["loc"][0] == "method"))
         path = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(str(loc[-1]), _fields_at(e["loc"][:-1]), n=1)
+            valid = _fields_at(e["loc"][:-1])
+            alias = ALIASES.get(str(loc[-1]))
+            near = [alias] if alias in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (near[0],)))!r}?" if near else ""
             lines.append(f"  {path}: unknown key{hint}")
         elif not loc:   # a cross-check of several keys: its message names them
             lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         elif e["type"] == "missing":
             lines.append(f"  {path}: required key is missing")
+        elif e["type"] == "value_error":   # a check of several keys in a section: its message names them
+            lines.append(f"  {path}: {e['msg'].removeprefix('Value error, ')}")
         else:
             got = e.get("input")
             lines.append(f"  {path}: {e['msg']} (got {got!r})")
+    if len(lines) == 2:   # one problem: one line, as every other user error prints
+        return f"{lines[0]}: {lines[1].strip()}"
     return "\n".join(lines)
 
 

@@ -35,8 +35,11 @@ def lm_logits(model, batch: Batch, keep: torch.Tensor) -> torch.Tensor:
 def lm_loss_sum(model, batch: Batch) -> tuple[torch.Tensor, int]:
     logits = lm_logits(model, batch, batch.keep)     # (rows, K, vocab)
     targets = batch.targets[:, batch.keep]           # (rows, K)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-    return loss, batch.n_targets
+    if batch.weights is None:
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        return loss, batch.n_targets
+    per = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    return (per * batch.weights[:, batch.keep].flatten()).sum(), batch.n_targets   # data.balance: weight
 
 
 def class_logits(model, batch: Batch) -> torch.Tensor:
@@ -47,8 +50,11 @@ def class_logits(model, batch: Batch) -> torch.Tensor:
 
 
 def class_loss_sum(model, batch: Batch) -> tuple[torch.Tensor, int]:
-    loss = F.cross_entropy(class_logits(model, batch).float(), batch.targets, reduction="sum")
-    return loss, batch.n_targets
+    logits = class_logits(model, batch).float()
+    if batch.weights is None:
+        return F.cross_entropy(logits, batch.targets, reduction="sum"), batch.n_targets
+    per = F.cross_entropy(logits, batch.targets, reduction="none")
+    return (per * batch.weights).sum(), batch.n_targets   # data.balance: weight (mean weight 1 over train)
 
 
 LOSSES = {"causal_lm": lm_loss_sum, "sequence_classification": class_loss_sum}

@@ -15,35 +15,21 @@ from . import dupes, labels as labels_mod, parse, pii, quality, schema, tokens
 from .report import FATAL, AuditReport, Finding
 
 
-def load_tokenizer(name_or_path: str):
-    """A tokenizer from a local HF folder, one of the project's embedded short model names, or the
-    local Hugging Face cache. The hub is asked only when the name looks like a hub id
-    ("org/name") and HF_HUB_OFFLINE is not set: a mistyped path must fail at once, not after
-    network time-outs."""
-    import os
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """A tokenizer from a local HF folder or an embedded short model name, through tailorlm's one
+    safe loader (models/load.py): code shipped in the folder runs only with trust_remote_code (the
+    config's model.trust_remote_code), and transformers never asks on stdin, where `echo y |` would
+    have answered yes. Nothing is downloaded, as in training."""
+    from tailorlm.models.load import tokenizer_from
 
-    from transformers import AutoTokenizer
-
-    if not Path(name_or_path).exists():
-        try:
-            from tailorlm.models.defaults import DEFAULT_MODELS, prepare
-        except ImportError:
-            DEFAULT_MODELS, prepare = {}, None
-        if name_or_path in DEFAULT_MODELS:
-            name_or_path = str(prepare(name_or_path))
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
-    except (OSError, ValueError):
-        hub_id = name_or_path.count("/") == 1 and not Path(name_or_path).exists()
-        if not hub_id or os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
-            raise
-        return AutoTokenizer.from_pretrained(name_or_path)
+    return tokenizer_from(name_or_path, trust_remote_code)
 
 
 def run_audit(train, val=None, test=None, *, fmt: str = "auto", fields: dict | None = None,
               labels: list | None = None, tokenizer=None, max_length: int | None = None,
               near_dup_threshold: float = 0.8, on_error: str = "skip", shingle: str = "word",
-              shingle_size: int = 2, pipeline_options: dict | None = None) -> AuditReport:
+              shingle_size: int = 2, pipeline_options: dict | None = None,
+              trust_remote_code: bool = False) -> AuditReport:
     """Audit a training file and optional val/test files.
 
     fmt: auto or one of text/instruction/chat/classification. fields maps format roles to column
@@ -54,18 +40,35 @@ def run_audit(train, val=None, test=None, *, fmt: str = "auto", fields: dict | N
     k-grams); on_error="stop" makes malformed lines fatal, as they stop training (all of them are
     still listed). pipeline_options are the training config's other data settings
     (prompt_template, system, chat_template, too_long), so the tokenised view renders as it will.
+    trust_remote_code lets a tokenizer folder's own code run (the config's model.trust_remote_code).
 
     Every example text in the report is PII-masked on the way out, whichever check quoted it:
-    a duplicate or mojibake example must not repeat the e-mail address the PII check masks.
+    a duplicate or mojibake example must not repeat the e-mail address or API token the PII check
+    masks; messages are cleared of secrets too. What the audit prints, the JSON report and the
+    summary training prints all come from here.
     """
-    report = _audit(train, val, test, fmt, fields, labels, tokenizer, max_length,
-                    near_dup_threshold, on_error, shingle, shingle_size, pipeline_options or {})
+    report = _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_dup_threshold,
+                    on_error, shingle, shingle_size, pipeline_options or {}, trust_remote_code)
     for f in report.findings:
+        f.message = pii.mask_secrets(f.message)
         for ex in f.examples:
             for key, value in ex.items():
                 if key != "value" and isinstance(value, str):
                     ex[key] = pii.mask_text(value)
     return report
+
+
+def _format_hint(rows: list[dict], layout, fields, options) -> str:
+    """When the format was given and the rows are of another (instruction rows audited as chat),
+    say which: skipping the bad rows, the other way out, would drop every one of them."""
+    try:
+        seen = schema.make_layout(rows, "auto", fields, options)
+    except ValueError:
+        return ""
+    if seen is None or seen.fmt == layout.fmt:
+        return ""
+    return (f"; the rows are {seen.fmt} rows, not {layout.fmt} rows. Fix: data.format: {seen.fmt} "
+            f"(or auto; audit: --format {seen.fmt})")
 
 
 def _label_checks(report: AuditReport, usable: list[dict], layout, labels) -> None:
@@ -81,7 +84,7 @@ def _label_checks(report: AuditReport, usable: list[dict], layout, labels) -> No
 
 
 def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_dup_threshold,
-           on_error, shingle, shingle_size, options) -> AuditReport:
+           on_error, shingle, shingle_size, options, trust_remote_code) -> AuditReport:
     if on_error not in ("skip", "stop"):
         raise ValueError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
     if not 0 < near_dup_threshold <= 1:
@@ -116,8 +119,10 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
         keys = sorted({k for r in train_rows[:50] for k in r if not k.startswith("_")})
         report.findings.append(Finding(
             FATAL, schema.CHECK, f"cannot tell the format from the columns {keys}: expected text, "
-            "prompt/response, instruction/output, messages, or text+label (use fields= / --field "
-            "to name the columns)", splits[0].path))
+            "prompt/response, instruction/output, messages, or text+label. Fix: name the columns as "
+            "the trainer does, data.text_field / data.label_field (or data.prompt_field / "
+            "data.response_field, data.messages_field) and data.format in the config (audit: --field "
+            "text=COLUMN --field label=COLUMN)", splits[0].path))
         return report
     report.stats["format"] = layout.fmt + (" (alpaca)" if layout.alpaca else "")
     found, usable = schema.check_schema(rows, layout, labels)
@@ -126,8 +131,9 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
         report.stats["rows"][s.split]["usable"] = sum(r["_split"] == s.split for r in usable)
     lap("schema")
     if not any(r["_split"] == "train" for r in usable):
-        report.findings.append(Finding(FATAL, schema.CHECK, "no usable training rows: every row "
-                                       "fails the schema check", splits[0].path))
+        report.findings.append(Finding(FATAL, schema.CHECK, "no usable training rows: every row fails "
+                                       "the schema check" + _format_hint(train_rows, layout, fields, options),
+                                       splits[0].path))
 
     found, report.stats["quality"] = quality.check_quality(usable, layout)
     report.findings += found
@@ -143,7 +149,8 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
     lap("pii")
     if tokenizer is not None:
         try:
-            tok = load_tokenizer(str(tokenizer)) if isinstance(tokenizer, (str, Path)) else tokenizer
+            tok = (load_tokenizer(str(tokenizer), trust_remote_code) if isinstance(tokenizer, (str, Path))
+                   else tokenizer)
         except Exception as e:   # a wrong path must not hide the other findings
             report.findings.append(Finding(FATAL, tokens.CHECK, f"cannot load tokenizer "
                                            f"{tokenizer}: {type(e).__name__}: {e}"))

@@ -56,19 +56,18 @@ def read_split(split: str, path: str | os.PathLike, on_error: str = "skip",
 
     data.skipped = result.skipped
     data.readable = len(result.rows)
-    total_lines = _count_lines(path)
     for p in result.skipped:
         msg = f"line skipped: {p.message}"
         if p.message.startswith("bad CSV"):
             # the csv module cannot resynchronise, so the reader stops: say what that costs
-            msg += f"; reading stops here, lines {p.line}-{total_lines} are lost"
+            msg += f"; reading stops here, lines {p.line}-{_count_lines(p.file)} are lost"   # (its own file)
         if on_error == "stop":
             msg += " (on_error: stop - training stops at this line)"
         findings.append(Finding(FATAL if on_error == "stop" else WARNING, CHECK, msg, p.file, p.line))
     rows = result.rows
-    bad_enc = {p.line for p in result.skipped if p.message.startswith(ENCODING_PREFIX)}
-    if salvage and bad_enc:
-        extra = _salvage(Path(path), rows)
+    bad_enc = {p.file for p in result.skipped if p.message.startswith(ENCODING_PREFIX)}
+    if salvage and bad_enc:   # per file (data.train may list several)
+        extra = [r for f in sorted(bad_enc) for r in _salvage(Path(f), [x for x in rows if x["_file"] == f])]
         data.salvaged = len(extra)
         rows = sorted(rows + extra, key=lambda r: r["_line"])
     for r in rows:

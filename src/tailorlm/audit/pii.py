@@ -1,4 +1,5 @@
-"""PII check and redaction: e-mail, phone, card, IBAN, SSN, IPv4 and user handles.
+"""PII check and redaction: secrets (API tokens, private keys), e-mail, phone, card, IBAN, SSN, IPv4 and
+user handles.
 
 Fine-tuned models regurgitate rare strings, and an e-mail address or card number seen a few
 times in training can come back verbatim. Detection is precise rather than greedy: card numbers
@@ -10,8 +11,13 @@ Kinds are matched in a fixed order and each claims its span, so one string is on
 e-mail's "@name" is not also a handle). A card- or IBAN-shaped run that fails its checksum also
 claims its span: it is an invalid card or IBAN, not a phone number.
 
-Reports show masked values only ("j***@e***.com", "**** **** **** 1111"); `redact_file` writes
-a copy with placeholders ([EMAIL], [PHONE], ...) in the input's own format.
+Secrets are matched by the shapes their issuers give them (Hugging Face hf_..., OpenAI-style sk-...,
+AWS access key ids AKIA.../ASIA..., GitHub ghp_/gho_/ghu_/ghs_/ghr_ and github_pat_..., PEM private-key
+blocks): a token in a training row is a credential the tuned model may repeat, and the report itself
+must not be a second copy of it.
+
+Reports show masked values only ("j***@e***.com", "**** **** **** 1111", "hf_***"); `redact_file`
+writes a copy with placeholders ([SECRET], [EMAIL], [PHONE], ...) in the input's own format.
 """
 from __future__ import annotations
 
@@ -23,10 +29,16 @@ from pathlib import Path
 from .report import INFO, WARNING, Finding, MAX_EXAMPLES, example
 
 CHECK = "pii"
-PLACEHOLDER = {"email": "[EMAIL]", "iban": "[IBAN]", "card": "[CARD]", "ssn": "[SSN]",
+PLACEHOLDER = {"secret": "[SECRET]", "email": "[EMAIL]", "iban": "[IBAN]", "card": "[CARD]", "ssn": "[SSN]",
                "ip": "[IP]", "phone": "[PHONE]", "handle": "[HANDLE]"}
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_KEY_BLOCK = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+_TOKEN_PREFIX = re.compile(rf"{_KEY_BLOCK}|github_pat_|gh[pousr]_|hf_|sk-|AKIA|ASIA")
 PATTERNS = [  # order matters: earlier kinds claim their spans first
+    # a private-key block to its END line (or its base64 body, when cut), then API tokens by issuer shape
+    ("secret", re.compile(rf"{_KEY_BLOCK}(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\sA-Za-z0-9+/=]{{16,}})"
+                          r"|(?<![\w-])(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}"
+                          r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})(?![\w-])")),
     ("email", re.compile(r"(?<![\w.+%-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
     ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")),
     # cards as printed: one digit run, groups of four, or Amex 4-6-5
@@ -117,6 +129,9 @@ def mask(kind: str, value: str) -> str:
         return value[:2] + "***"
     if kind == "ip":
         return value.split(".")[0] + ".*.*.*"
+    if kind == "secret":   # the issuer's prefix says what leaked; nothing of the secret itself
+        prefix = _TOKEN_PREFIX.match(value)
+        return (prefix.group() if prefix else "") + "***"
     keep = {"card": 4, "ssn": 4, "phone": 2, "iban": 2}[kind]
     n_alnum = sum(c.isalnum() for c in value)
     out, seen = [], 0
@@ -145,6 +160,12 @@ def replace_spans(text: str, hits, how) -> str:
 def mask_text(text: str) -> str:
     """The text with every PII value masked, for quoting rows in a report."""
     return replace_spans(text, find_pii(text), mask)
+
+
+def mask_secrets(text: str) -> str:
+    """Only secrets masked: for text that is not a data row (a finding's message), where a phone-
+    or date-like number is the report's own and must stay readable."""
+    return replace_spans(text, [h for h in find_pii(text) if h[0] == "secret"], mask)
 
 
 def _strings(v):

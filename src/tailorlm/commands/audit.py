@@ -7,23 +7,31 @@
 Exit codes: 0 clean (or warnings without --strict), 1 warnings with --strict, 2 anything fatal
 (see `tailorlm.audit.report`). --config reads only the keys the audit needs from the training
 YAML (see `read_config`) with plain yaml, so the audit works on a config the trainer would
-reject; command-line options win over the config. With data.on_error: stop (the trainer's
-default) every malformed line is fatal, since training would stop at the first. --redact writes a copy of DATA with PII
-replaced by placeholders, in DATA's format; DATA itself is never written.
+reject; command-line options win over the config. Malformed lines follow the trainer's rule:
+data.on_error: stop (its default, with or without --config) makes every one fatal, since training
+would stop at the first, so the audit never passes a file `tailorlm train` rejects; --on-error skip
+audits as data.on_error: skip trains. --redact writes a copy of DATA with PII replaced by
+placeholders, in DATA's format; DATA itself is never written. A --model folder loads through the
+one safe loader: its code runs only with the config's model.trust_remote_code: true.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..audit.core import run_audit
 from ..config import DataConfig
+from ..errors import ConfigError
 from ..audit.pii import redact_file
 from ..audit.report import FATAL, AuditReport, Finding
 from ..audit.schema import FIELD_KEYS, FORMATS, ROLES
 
 HELP = "check a data file before training"
+EXAMPLES = """examples:
+  tailorlm audit train.jsonl --val val.jsonl --test test.jsonl     duplicates, leakage, PII, labels
+  tailorlm audit --config my.yaml --model smollm2-135m-instruct    as that config trains (+ token view)
+  tailorlm audit tweets.csv --field text=tweet --field label=sentiment
+  tailorlm audit train.jsonl --json report.json --redact train.redacted.jsonl"""
 
 MODEL_KEYS = ("path", "name_or_path", "name", "base", "id")
 PIPELINE_KEYS = ("prompt_template", "system", "chat_template", "too_long")
@@ -38,19 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     parser.add_argument("--redact", metavar="OUT", help="write a PII-redacted copy of DATA")
     parser.add_argument("--strict", action="store_true", help="exit 1 when there are warnings")
-    parser.add_argument("--format", choices=("auto",) + FORMATS, default=None)
+    parser.add_argument("--format", choices=("auto",) + FORMATS, default=None, help="as data.format (default auto)")
     parser.add_argument("--field", action="append", default=[], metavar="ROLE=COLUMN",
-                        help=f"column holding a role ({', '.join(ROLES)}), e.g. label=sentiment")
+                        help=f"column holding a role ({', '.join(ROLES)}), e.g. label=sentiment; in a training "
+                        "config: data.text_field, data.label_field, data.prompt_field, ...")
     parser.add_argument("--labels", help="comma-separated allowed labels (classification)")
     parser.add_argument("--model", help="model or tokenizer path for the tokenised view")
     parser.add_argument("--max-length", type=int, default=None, help="token limit to check truncation")
     parser.add_argument("--near-dup-threshold", type=float, default=0.8,
                         help="Jaccard similarity for near duplicates (default 0.8)")
-    parser.add_argument("--shingle", choices=("word", "char"), default="word")
+    parser.add_argument("--shingle", choices=("word", "char"), default="word",
+                        help="near duplicates over word n-grams (default) or character k-grams")
     parser.add_argument("--shingle-size", type=int, default=None,
                         help="word n-grams up to n (default 2) or char k-grams (default 5)")
     parser.add_argument("--on-error", choices=("skip", "stop"), default=None,
-                        help="as data.on_error: stop makes the first bad line fatal")
+                        help="as data.on_error (default: the trainer's, stop): stop makes every bad line fatal")
 
 
 def read_config(path: str) -> dict:
@@ -58,12 +68,15 @@ def read_config(path: str) -> dict:
     data.train/val/test (relative to the working directory, as the trainer reads them),
     data.format, data.{text,prompt,response,label,messages}_field (or data.fields as a role map),
     data.labels, data.max_length, data.on_error (the trainer's default when absent), the
-    rendering settings data.prompt_template/system/chat_template/too_long, and model(.path)."""
+    rendering settings data.prompt_template/system/chat_template/too_long, model(.path) and
+    model.trust_remote_code."""
     import yaml
 
     cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     data = cfg.get("data") or {}
     out: dict = {k: str(data[k]) for k in ("train", "val", "test") if data.get(k)}
+    if isinstance(data.get("train"), list):   # several training files (weights do not matter to the audit)
+        out["train"] = [str(f["path"] if isinstance(f, dict) else f) for f in data["train"]]
     for key in ("format", "labels", "max_length", "on_error"):
         if data.get(key) is not None:
             out[key] = data[key]
@@ -79,6 +92,7 @@ def read_config(path: str) -> dict:
     out.setdefault("on_error", _trainer_default("on_error", "skip"))
     model = cfg.get("model")
     if isinstance(model, dict):
+        out["trust_remote_code"] = model.get("trust_remote_code") is True
         model = next((model[k] for k in MODEL_KEYS if model.get(k)), None)
     if model:
         out["model"] = str(model)
@@ -96,7 +110,8 @@ def _parse_fields(items: list[str]) -> dict[str, str]:
     for item in items:
         role, sep, column = item.partition("=")
         if not sep or role not in ROLES:
-            raise SystemExit(f"--field expects ROLE=COLUMN with ROLE one of {', '.join(ROLES)}; got {item!r}")
+            raise ConfigError(f"--field expects ROLE=COLUMN with ROLE one of {', '.join(ROLES)}; got {item!r}. "
+                              "Fix: e.g. --field text=tweet --field label=sentiment")
         fields[role] = column
     return fields
 
@@ -105,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
     conf = read_config(args.config) if args.config else {}
     train = args.data or conf.get("train")
     if not train:
-        print("tailorlm audit: give a data file, or --config with data.train", file=sys.stderr)
-        return 2
+        raise ConfigError("audit needs a data file. Fix: tailorlm audit DATA, or --config with data.train")
     fields = dict(conf.get("fields") or {}) | _parse_fields(args.field)
     labels = args.labels.split(",") if args.labels else conf.get("labels")
     size = args.shingle_size or (2 if args.shingle == "word" else 5)
@@ -117,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
             tokenizer=args.model or conf.get("model"),
             max_length=args.max_length or conf.get("max_length"),
             near_dup_threshold=args.near_dup_threshold,
-            on_error=args.on_error or conf.get("on_error") or "skip",
-            shingle=args.shingle, shingle_size=size, pipeline_options=conf.get("options"))
+            on_error=args.on_error or conf.get("on_error") or _trainer_default("on_error", "stop"),
+            shingle=args.shingle, shingle_size=size, pipeline_options=conf.get("options"),
+            trust_remote_code=conf.get("trust_remote_code", False))
     except ValueError as e:         # bad arguments (unknown format or role): say so, no traceback
         report = AuditReport([Finding(FATAL, "arguments", str(e))])
     if args.redact:

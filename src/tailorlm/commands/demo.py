@@ -5,10 +5,11 @@ HELP = "fine-tune the embedded SmolLM2 on airline tweets; before/after table"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps of each run (default: the demo's 100)")
     p.add_argument("--out", default="runs/demo", help="run directory")
     p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
-    p.add_argument("--data-only", action="store_true", help="only write the data (for the presets in configs/)")
+    p.add_argument("--data-only", action="store_true",
+                   help="only write the data (what the presets read: tailorlm presets)")
     p.add_argument("--mitigation", default="distill", choices=["replay", "distill", "l2sp", "ewc", "none"],
                    help="the second run's forgetting mitigation (default distill; none: one run only)")
 

@@ -1,34 +1,58 @@
-"""`tailorlm generate RUN --prompt TEXT`: greedy text from a run (or a model), chat template applied."""
+"""`tailorlm generate RUN --prompt TEXT [key=value ...]`: greedy text from a run (or a model), chat
+template applied. Overrides apply to a run's stored config before its model loads."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError, MissingError
+
 HELP = "generate text from a run (chat template applied)"
+EXAMPLES = """examples:
+  tailorlm generate runs/my-run --prompt "My bag is lost"
+  tailorlm generate runs/my-run --prompt "Hi" model.path=/models/base   a run whose base model has moved
+  tailorlm generate smollm2-135m-instruct --prompt "Hi"                 a model folder or embedded name"""
 
 
 def add_arguments(p) -> None:
     p.add_argument("run", help="a run directory, or a model folder / embedded name")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("overrides", nargs="*", help="dotted overrides of a run's config, e.g. model.path=/models/base")
+    p.add_argument("--prompt", required=True, help="the user message (sent through the chat template when "
+                   "the tokenizer has one)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="stop after this many tokens (default 64; "
+                   "greedy decoding)")
 
 
 def run(a) -> int:
-    print(generate(a.run, a.prompt, a.max_new_tokens))
+    print(generate(a.run, a.prompt, a.max_new_tokens, a.overrides))
     return 0
 
 
-@torch.no_grad()
-def generate(target: str, prompt: str, max_new_tokens: int = 64) -> str:
+def load_target(target: str, overrides: list[str] | None = None):
+    """(model, tokenizer): a run directory's final model, or a model folder / embedded name."""
     from ..build import load_run
+    from ..models.defaults import DEFAULT_MODELS
     from ..models.load import load_model
 
     p = Path(target)
-    if (p / "config.yaml").is_file():
-        _, model, tok = load_run(p)
-    else:
-        model, tok = load_model(target)
+    if (p / "config.yaml").is_file() or (p.name == "final" and (p.parent / "config.yaml").is_file()):
+        _, model, tok = load_run(p, overrides=overrides)
+        return model, tok
+    if target not in DEFAULT_MODELS and not (p / "config.json").is_file():
+        what = "is not a run or a model folder" if p.exists() else "does not exist"
+        raise MissingError(f"{target} {what}. Fix: name a run directory written by tailorlm train (it holds "
+                           f"config.yaml), a model folder (config.json), or an embedded model "
+                           f"({', '.join(DEFAULT_MODELS)})")
+    if overrides:
+        raise ConfigError(f"{target} is a model, not a run: key=value overrides apply to a run's config. "
+                           "Fix: leave them out")
+    return load_model(target)
+
+
+@torch.no_grad()
+def generate(target: str, prompt: str, max_new_tokens: int = 64, overrides: list[str] | None = None) -> str:
+    model, tok = load_target(target, overrides)
     model.eval()
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
@@ -37,3 +61,4 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64) -> str:
     enc = tok(text, return_tensors="pt", add_special_tokens=not getattr(tok, "chat_template", None))
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+

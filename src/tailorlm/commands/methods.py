@@ -12,6 +12,9 @@ import re
 from ..methods import METHODS, count
 
 HELP = "list the tuning methods (with --model: what each trains on it)"
+EXAMPLES = """examples:
+  tailorlm methods                                   one line per method
+  tailorlm methods --model smollm2-135m-instruct     trainable parameters of each, on that model"""
 
 # the pass-through needs a PEFT config; this one stands for "the rest of PEFT" in the table
 EXAMPLES = {"peft": {"config": {"peft_type": "LOHA", "r": 8, "target_modules": "all-linear"}}}
@@ -26,12 +29,12 @@ def summary(m) -> str:
 def skeleton(path: str, task: str, num_labels: int = 2):
     """The model's architecture with weights on the meta device."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from ..models.arch import ARCHS
-    from ..models.load import resolve
+    from ..models.load import load_hf_config, resolve
 
-    config = AutoConfig.from_pretrained(str(resolve(path)))
+    config = load_hf_config(path)   # the one safe loader: the folder's code is not run
     if task == "auto":
         task = "sequence_classification" if ARCHS.get(config.model_type) and ARCHS[config.model_type].encoder \
             else "causal_lm"

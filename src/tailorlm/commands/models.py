@@ -4,9 +4,15 @@ from __future__ import annotations
 HELP = "list or prepare embedded default models"
 
 
+EXAMPLES = """examples:
+  tailorlm models list                              short names and their cache folders
+  tailorlm models prepare smollm2-135m-instruct     convert it now (otherwise on first use)"""
+
+
 def add_arguments(p) -> None:
-    p.add_argument("action", choices=["list", "prepare"])
-    p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    p.add_argument("action", choices=["list", "prepare"], help="list the embedded models, or prepare one")
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct", help="the model to prepare "
+                   "(default smollm2-135m-instruct)")
 
 
 def run(a) -> int:

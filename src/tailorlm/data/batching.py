@@ -32,11 +32,23 @@ class Batch:
     n_targets: int
     ids: list[int]                    # example ids, in order
     spans: list[tuple[int, int, int]] # (row, start, length) of each example, aligned with ids
+    weights: torch.Tensor | None = None   # like targets: each target's loss weight (data.balance: weight)
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.position_ids), move(self.targets),
-                     move(self.attention_mask), move(self.keep), self.n_targets, self.ids, self.spans)
+                     move(self.attention_mask), move(self.keep), self.n_targets, self.ids, self.spans,
+                     move(self.weights))
+
+
+def _weights(examples: list[Example], spans, shape) -> torch.Tensor | None:
+    """Per-position loss weights from the examples' weights; None when all are 1 (the usual case)."""
+    if all(e.weight == 1.0 for e in examples):
+        return None
+    w = torch.ones(shape)
+    for ex, (r, s, n) in zip(examples, spans):
+        w[r, s:s + n] = ex.weight
+    return w
 
 
 def _shifted(ex: Example) -> list[int]:
@@ -84,8 +96,9 @@ def collate(examples: list[Example], pad_id: int, packing: bool = True, row_toke
             c += n
         position_ids[i, c:] = torch.arange(width - c)  # padding is a sequence of its own
     keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
+    placed = [e for r in rows for e in r]
     return Batch(input_ids, position_ids, targets, None if packing else mask, keep,
-                 int((targets != IGNORE).sum()), [e.id for r in rows for e in r], spans)
+                 int((targets != IGNORE).sum()), [e.id for e in placed], spans, _weights(placed, spans, (R, width)))
 
 
 def collate_classes(examples: list[Example], pad_id: int, left: bool = False) -> Batch:
@@ -103,26 +116,53 @@ def collate_classes(examples: list[Example], pad_id: int, left: bool = False) ->
         mask[i, s:s + n] = 1
         spans.append((i, s, n))
     targets = torch.tensor([ex.labels[0] for ex in examples], dtype=torch.long)   # (rows,)
+    w = _weights(examples, [(i, 0, 1) for i in range(R)], (R, 1))
     return Batch(input_ids, position_ids, targets, mask, torch.zeros(0, dtype=torch.long), R,
-                 [e.id for e in examples], spans)
+                 [e.id for e in examples], spans, None if w is None else w[:, 0])
 
 
 class Order:
     """An endless, seeded stream of example indices: epoch e is permutation(seed + e). Micro-batch g
     is stream positions [g*b, (g+1)*b), so any step's data is known from the step alone, which is
-    what makes resume exact. Under data parallelism each rank takes its slice of every micro-batch."""
+    what makes resume exact. Under data parallelism each rank takes its slice of every micro-batch.
 
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True):
+    With `groups` (each example's class; data.balance: sample) an epoch is still n draws, but the
+    classes take turns in equal shares (in a seeded order), each drawing its own examples in a seeded
+    permutation, cycled: a minority class's examples recur within an epoch, a majority's are not all
+    seen. A classifier then cannot lower its loss by always answering the majority class."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True, groups: list[int] | None = None):
         if n == 0:
             raise ValueError("no training examples")
         self.n, self.b, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.members: dict[int, list[int]] | None = None
+        if groups is not None:
+            self.members = {}
+            for i, c in enumerate(groups):
+                self.members.setdefault(c, []).append(i)
         self._perm: dict[int, list[int]] = {}
 
     def _epoch(self, e: int) -> list[int]:
         if e not in self._perm:
             g = torch.Generator().manual_seed(self.seed * 100_003 + e)
-            self._perm = {e: torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))}
+            if self.members is not None:
+                self._perm = {e: self._balanced(g)}
+            else:
+                self._perm = {e: torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))}
         return self._perm[e]
+
+    def _balanced(self, g: torch.Generator) -> list[int]:
+        classes = sorted(self.members)
+        turns = (torch.randperm(self.n, generator=g) % len(classes)).tolist()   # equal shares, shuffled
+        perms = {c: [self.members[c][i] for i in torch.randperm(len(self.members[c]), generator=g).tolist()]
+                 for c in classes}
+        drawn = dict.fromkeys(classes, 0)
+        out = []
+        for t in turns:
+            c = classes[t]
+            out.append(perms[c][drawn[c] % len(perms[c])])
+            drawn[c] += 1
+        return out
 
     def micro_batch(self, g: int, rank: int = 0, world: int = 1) -> list[int]:
         out = []

@@ -13,6 +13,8 @@ generation prompt must be a prefix of render(messages[:i+1]), and the difference
 """
 from __future__ import annotations
 
+from collections import Counter
+
 from .read import DataError
 
 PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
@@ -20,10 +22,13 @@ ROLES = {"system", "user", "assistant", "tool"}
 
 
 def detect_format(rows: list[dict], dcfg) -> str:
-    """The format the config names, or the one the first row's fields imply."""
+    """The format the config names, or the one the fields of most of the first 100 rows imply (one row
+    missing a field is then reported as that, with its line, not as an unknown format)."""
     if dcfg.format != "auto":
         return dcfg.format
-    keys = set(rows[0]) - {"_file", "_line"} if rows else set()
+    sample = rows[:100]
+    seen = Counter(k for r in sample for k in r if k not in ("_file", "_line"))
+    keys = {k for k, n in seen.items() if n > len(sample) / 2}
     if dcfg.messages_field in keys:
         return "chat"
     if dcfg.label_field or "label" in keys:
@@ -32,7 +37,10 @@ def detect_format(rows: list[dict], dcfg) -> str:
         return "instruction"
     if dcfg.text_field or "text" in keys:
         return "text"
-    where = f"{rows[0]['_file']}:{rows[0]['_line']}" if rows else "data.train"
+    if not rows:
+        raise DataError("data.train: no rows to tell the data format from. Fix: give data.train rows, or set "
+                        "data.format (text | instruction | chat | classification)")
+    where = f"{rows[0]['_file']}:{rows[0]['_line']}"
     raise DataError(f"{where}: cannot tell the data format from fields {sorted(keys)}. Fix: set data.format "
                     "(text | instruction | chat | classification) and the field names (data.text_field, ...)")
 
@@ -49,27 +57,43 @@ class Formatter:
                             "data to data.format: instruction (rendered with a plain template)")
 
     # ------------------------------------------------------------------ field access
-    def _field(self, row: dict, name: str | None, default: str) -> str:
+    def _field(self, row: dict, name: str | None, default: str, label: bool = False) -> str:
+        """A text field as a string. Anything else is a bad row (str() of a list or a number would be
+        trained as if it were text); a label may also be a number or a boolean (label: 0)."""
         key = name or default
         v = row.get(key)
         if v is None or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"{row.get('_file')}:{row.get('_line')}: field {key!r} is missing or empty")
+            raise DataError(f"{row.get('_file')}:{row.get('_line')}: field {key!r} is missing or empty "
+                            f"(the row has {sorted(k for k in row if not k.startswith('_'))})")
+        ok = (str, int, bool) if label else str
+        if not isinstance(v, ok):
+            raise DataError(f"{row.get('_file')}:{row.get('_line')}: field {key!r} is a {type(v).__name__}, "
+                            f"expected {'a string or an integer' if label else 'a string'}")
         return v if isinstance(v, str) else str(v)
+
+    def content_response(self, row: dict) -> tuple[str, str]:
+        """(user content, response) of an instruction or classification row: what the prompt template
+        wraps, before it is wrapped. Truncation cuts the user content, never the template or the target."""
+        d = self.dcfg
+        if self.fmt == "classification":
+            return self._field(row, d.text_field, "text"), self._field(row, d.label_field, "label", label=True)
+        if d.prompt_field is None and "instruction" in row:  # Alpaca: instruction + optional input
+            prompt = self._field(row, None, "instruction")
+            extra = row.get("input")
+            if extra is not None and (not isinstance(extra, str) or extra.strip()):
+                prompt += "\n\n" + self._field(row, None, "input")
+            return prompt, self._field(row, d.response_field, "output")
+        return self._field(row, d.prompt_field, "prompt"), self._field(row, d.response_field, "response")
+
+    def wrap(self, content: str) -> str:
+        """The user prompt: data.prompt_template around the content."""
+        labels = ", ".join(self.labels or []) if self.fmt == "classification" else ""
+        return self.dcfg.prompt_template.format(text=content, labels=labels)
 
     def prompt_response(self, row: dict) -> tuple[str, str]:
         """(user prompt, response) for instruction and classification rows."""
-        d = self.dcfg
-        if self.fmt == "classification":
-            text = self._field(row, d.text_field, "text")
-            prompt = d.prompt_template.format(text=text, labels=", ".join(self.labels or []))
-            return prompt, self._field(row, d.label_field, "label")
-        if d.prompt_field is None and "instruction" in row:  # Alpaca: instruction + optional input
-            prompt = self._field(row, None, "instruction")
-            if str(row.get("input") or "").strip():
-                prompt += "\n\n" + str(row["input"])
-            return d.prompt_template.format(text=prompt, labels=""), self._field(row, d.response_field, "output")
-        prompt = self._field(row, d.prompt_field, "prompt")
-        return d.prompt_template.format(text=prompt, labels=""), self._field(row, d.response_field, "response")
+        content, response = self.content_response(row)
+        return self.wrap(content), response
 
     # ------------------------------------------------------------------ rendering
     def render(self, messages: list[dict], generation_prompt: bool) -> str:
@@ -103,7 +127,10 @@ class Formatter:
             return [(self._field(row, self.dcfg.text_field, "text") + (self.tok.eos_token or ""), True)]
         if self.fmt == "chat":
             return self._chat_segments(row)
-        prompt, response = self.prompt_response(row)
+        return self.pair_segments(*self.prompt_response(row))
+
+    def pair_segments(self, prompt: str, response: str) -> list[tuple[str, bool]]:
+        """The untrained prompt and the trained response of an instruction or classification row."""
         return [(self.prompt_text(prompt), False), (self.response_text(prompt, response), True)]
 
     def _chat_segments(self, row: dict) -> list[tuple[str, bool]]:

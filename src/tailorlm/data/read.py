@@ -21,9 +21,12 @@ class Problem:
     file: str
     line: int
     message: str
+    lines: int = 1                        # lines lost with it (a CSV quoting error loses the rest of the file)
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        lost = f"; lines {self.line}-{self.line + self.lines - 1} ({self.lines} lines) are not read" \
+            if self.lines > 1 else ""
+        return f"{self.file}:{self.line}: {self.message}{lost}"
 
 
 @dataclass
@@ -68,6 +71,9 @@ def _read_jsonl(path: Path, on_error: str) -> ReadResult:
         except json.JSONDecodeError as e:
             _fail_or_skip(Problem(str(path), n, f"bad JSON: {e.msg} (column {e.colno})"), on_error, out.skipped)
             continue
+        except RecursionError:   # json's parser recurses once per level of nesting
+            _fail_or_skip(Problem(str(path), n, "bad JSON: nested too deeply to read"), on_error, out.skipped)
+            continue
         if not isinstance(row, dict):
             _fail_or_skip(Problem(str(path), n, f"expected a JSON object, got {type(row).__name__}"),
                           on_error, out.skipped)
@@ -100,9 +106,12 @@ def _read_csv(path: Path, on_error: str) -> ReadResult:
         except StopIteration:
             break
         except csv.Error as e:
+            # the csv module cannot resynchronise after a quoting error: every line from here on is lost,
+            # and the problem says how many, so the summary counts lines, not one "bad line"
             line = numbers[min(start, len(numbers) - 1)] if numbers else 1
-            _fail_or_skip(Problem(str(path), line, f"bad CSV: {e}"), on_error, out.skipped)
-            break  # the csv module cannot resynchronise after a quoting error
+            _fail_or_skip(Problem(str(path), line, f"bad CSV: {e}", lines=max(1, numbers[-1] - line + 1)),
+                          on_error, out.skipped)
+            break
         line = numbers[start] if start < len(numbers) else start + 1
         if header is None:
             header = rec
@@ -132,12 +141,43 @@ def _read_parquet(path: Path, on_error: str) -> ReadResult:
 READERS = {".jsonl": _read_jsonl, ".json": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
-def read_rows(path: str | Path, on_error: str = "stop") -> ReadResult:
-    """Read a data file into rows; see the module docstring for the error policy."""
-    path = Path(path).expanduser()
+def train_files(spec) -> list[tuple[Path, int]]:
+    """(path, weight) of each file `data.train` names: one path, or a list of paths and {path, weight}
+    entries (objects with .path/.weight, or dicts). The weight is how many times the file's training
+    rows are repeated (after the validation split, so no copy of a held-out row is trained on)."""
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    out = []
+    for it in items:
+        if isinstance(it, dict):
+            out.append((Path(it["path"]).expanduser(), int(it.get("weight", 1))))
+        elif hasattr(it, "path"):
+            out.append((Path(it.path).expanduser(), int(getattr(it, "weight", 1))))
+        else:
+            out.append((Path(it).expanduser(), 1))
+    return out
+
+
+def _read_one(path: Path, on_error: str) -> ReadResult:
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in READERS)[:5]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise DataError(f"{path}: is a directory, not a data file. Fix: name a JSONL, CSV or Parquet file "
+                        f"in data.train / data.val{hint}")
     if not path.is_file():
         raise DataError(f"{path}: no such file. Fix: check data.train / data.val in the config")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; use one of {', '.join(READERS)}")
     return reader(path, on_error)
+
+
+def read_rows(path, on_error: str = "stop") -> ReadResult:
+    """Read a data file, or each of several (`data.train` as a list; weights are applied by the
+    caller), into rows; see the module docstring for the error policy."""
+    out = ReadResult(rows=[])
+    for p, _ in train_files(path):
+        res = _read_one(p, on_error)
+        out.rows += res.rows
+        out.skipped += res.skipped
+        out.repaired += res.repaired
+    return out

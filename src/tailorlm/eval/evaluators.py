@@ -9,14 +9,18 @@ evaluator returns {} where it does not apply (accuracy on text data, generation 
     val_loss    token-weighted mean NLL on the validation examples and its perplexity exp(NLL)
                 (val_loss, val_ppl, val_tokens)                             eval/metrics.py
     accuracy    classification: accuracy and macro-F1 by label likelihood or the head's argmax,
-                the majority-class rate, the predicted label counts             eval/tasks.py
-    generation  instruction data: greedy answers scored by exact match, token F1, ROUGE-L
+                the majority-class rate, the predicted label counts, and `accuracy_warning`
+                when the predictions collapse to one class or do not beat the majority rate
+                (the guard repeats it as a warning)                             eval/tasks.py
+    generation  instruction data: greedy answers scored by exact match, token F1, ROUGE-L; the
+                answers themselves go to ctx.samples and, in a run, RUN/samples.jsonl
                                                                                 eval/text_metrics.py
     fewshot     the base model only: accuracy with k training examples in context (Brown et al.
                 2020), the baseline tuning must beat                            eval/tasks.py
     retention   forgetting on general text: reference NLL, its change from the base, and
                 KL(base || tuned) at fixed positions                            retention/probe.py
 
+An evaluator with no data to score returns {} (an empty validation set has no loss, not loss 0).
 A user's evaluator plugs in without editing tailorlm: `EVALUATORS["name"] = fn`, or an import path
 `"package.module:function"` in `eval.metrics`.
 """
@@ -24,8 +28,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
@@ -45,6 +51,9 @@ class EvalContext:
     device: str
     probe: Optional[Any] = None
     base: bool = False            # True while scoring the base model at step 0
+    run_dir: Optional[Path] = None   # a run's directory (rank 0 only): evaluators may write files there
+    step: int = 0                 # the step being scored (kept by the loop's metrics logger)
+    samples: list = field(default_factory=list)   # the latest generations: {step, prompt, reference, generated}
 
     def held_out(self, n: int) -> list[dict]:
         """The first n held-out rows: the test split when there is one, else validation."""
@@ -56,6 +65,8 @@ Evaluator = Callable[[torch.nn.Module, EvalContext], dict]
 
 def val_loss_scores(model, ctx: EvalContext) -> dict:
     c, tok = ctx.cfg, ctx.data.formatter.tok
+    if not ctx.data.val:
+        return {}
     scores = val_loss(model, ctx.data.val[: c.eval.max_examples], pad_id=tok.pad_token_id, device=ctx.device,
                       precision=c.train.precision, batch_size=c.eval.batch_size, packing=c.data.packing,
                       row_tokens=c.data.max_length, task=c.model.task)
@@ -64,18 +75,27 @@ def val_loss_scores(model, ctx: EvalContext) -> dict:
 
 def accuracy_scores(model, ctx: EvalContext) -> dict:
     c = ctx.cfg
-    if ctx.data.fmt != "classification":
+    rows = ctx.held_out(c.eval.max_examples)
+    if ctx.data.fmt != "classification" or not rows:
         return {}
-    acc = ACCURACY[c.model.task](model, ctx.data.formatter, ctx.held_out(c.eval.max_examples), device=ctx.device,
+    acc = ACCURACY[c.model.task](model, ctx.data.formatter, rows, device=ctx.device,
                                  precision=c.train.precision, batch_size=c.eval.batch_size)
-    return {k: acc[k] for k in ("accuracy", "macro_f1", "majority", "predicted")}
+    return {k: acc[k] for k in ("accuracy", "macro_f1", "majority", "predicted", "accuracy_warning") if k in acc}
 
 
 def generation_scores(model, ctx: EvalContext) -> dict:
+    """Scores, and the generated answers themselves: in ctx.samples and appended to RUN/samples.jsonl
+    (one line per held-out row and evaluation), since a score alone does not show what the model says."""
     e = ctx.cfg.eval
-    if ctx.data.fmt != "instruction" or not e.generate:
+    rows = ctx.held_out(e.generate)
+    if ctx.data.fmt != "instruction" or not e.generate or not rows:
         return {}
-    return generation_eval(model, ctx.data, ctx.held_out(e.generate), e.max_new_tokens, ctx.device)
+    scores, samples = generation_eval(model, ctx.data, rows, e.max_new_tokens, ctx.device)
+    ctx.samples = [{"step": 0 if ctx.base else ctx.step, **s} for s in samples]
+    if ctx.run_dir is not None:
+        with open(Path(ctx.run_dir) / "samples.jsonl", "a", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in ctx.samples)
+    return scores
 
 
 def fewshot_scores(model, ctx: EvalContext) -> dict:

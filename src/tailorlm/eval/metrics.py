@@ -23,7 +23,9 @@ def val_loss(model, examples, *, pad_id: int, device: str, precision: str, batch
             with autocast(device, precision):
                 s, k = loss_sum(model, batch)
             total, n = total + float(s), n + k
-    loss = total / max(n, 1)
+    if n == 0:   # no score from no data (a loss of 0 would look perfect and be picked as best)
+        return {"loss": float("nan"), "ppl": float("nan"), "tokens": 0}
+    loss = total / n
     return {"loss": loss, "ppl": math.exp(min(loss, 50)), "tokens": n}
 
 

@@ -6,18 +6,33 @@
                 loads it), safetensors + JSON for bottleneck adapters (tailorlm reloads them), the
                 whole model for full fine-tuning
 
-A method that cannot merge (bottleneck, prompt, prefix) says so and exports its adapter instead.
-Either way the export is reloaded from disk and checked against the in-tool model (export/parity.py);
-a failed check raises ParityError, and the command exits non-zero.
+--merge of a method that cannot merge (bottleneck, prompt, prefix) is refused (exit 2), unless
+`--or-adapter` asks for its adapter instead. Either way the export is reloaded from disk and checked
+against the in-tool model (export/parity.py); a failed check raises ParityError, and the command
+exits non-zero.
+
+An export is written into a hidden folder beside --out, checked, marked `.tailorlm-export` (the
+files it wrote) and only then renamed into place, so a failure leaves --out as it was. --overwrite
+replaces only an export tailorlm wrote and nothing else: never the run itself, a folder inside it or
+holding it, the current directory, or a folder holding a file tailorlm did not write; and every check
+(the run included) comes before anything is deleted.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from ..errors import RunExistsError
+from ..atomic import holds_cwd, replace_dir, temp_dir_beside, write_text
+from ..errors import RunExistsError, TailorError
 from .parity import ParityError, compare, describe, held_out_prompts, outputs
+
+MARKER = ".tailorlm-export"
+
+
+class CannotMerge(TailorError, ValueError):
+    """--merge of a method whose computation the base weights cannot hold, the fallback not asked for."""
 
 
 def _reload_merged(out: Path, task: str):
@@ -29,46 +44,86 @@ def _reload_merged(out: Path, task: str):
 
 
 def export(run_dir: str | Path, out: str | Path, mode: str = "merge", *, atol: float | None = None,
-           n_prompts: int = 4, overwrite: bool = False, say=None) -> dict:
-    """Export and check; returns the parity report (with `mode` as actually written)."""
-    from ..methods import METHODS, NotMergeable
-    from ..build import load_base, load_run
+           n_prompts: int = 4, overwrite: bool = False, say=None, overrides: list[str] | None = None,
+           fallback: bool = False) -> dict:
+    """Export and check; returns the parity report (with `mode` as actually written). `overrides`
+    apply to the run's stored config before its model loads; `fallback`: an unmergeable method's
+    --merge writes its adapter instead of failing."""
+    from ..build import load_run, run_config, run_dir_of
 
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RunExistsError(f"{out} is not empty. Fix: another --out, or --overwrite")
-        shutil.rmtree(out)
-    cfg, model, tok = load_run(run_dir)
-    task, name = cfg.model.task, cfg.method.name
-    method = METHODS[name]
+    run_config(run_dir, overrides)                 # a run that is not there fails before anything is touched
+    check_out(run_dir_of(run_dir), out, overwrite)
+    cfg, model, tok = load_run(run_dir, overrides=overrides)
     if atol is None:   # fp32 merges agree to rounding; bf16 weights round every merged product
         atol = 1e-3 if cfg.model.dtype == "fp32" else 5e-2
     prompts, source = held_out_prompts(cfg, tok, n_prompts)
-    ref = outputs(model, prompts, task, tok.pad_token_id)      # before merging, which works in place
+    ref = outputs(model, prompts, cfg.model.task, tok.pad_token_id)      # before merging, which works in place
+    tmp = temp_dir_beside(out)
+    try:
+        mode, reloaded = _write(cfg, model, tok, tmp, mode, fallback, say)
+        del model
+        rep = compare(ref, outputs(reloaded, prompts, cfg.model.task, tok.pad_token_id), atol)
+        rep.update(mode=mode, method=cfg.method.name, out=str(out), prompts_from=source)
+        say(f"[export] {cfg.method.name} -> {out} ({'merged Hugging Face folder' if mode == 'merge' else 'adapter'})")
+        say(f"[export] {describe(rep, source)}")
+        if not rep["ok"]:
+            raise ParityError(f"the export does not reproduce the run's model ({describe(rep, source)}); "
+                              f"nothing was written to {out}")
+        write_text(tmp / MARKER, json.dumps({"tool": "tailorlm", "run": str(run_dir_of(run_dir).resolve()),
+                                             "mode": mode, "files": sorted(p.name for p in tmp.iterdir())}))
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)     # (already renamed into place when all went well)
+    return rep
 
+
+def _write(cfg, model, tok, tmp: Path, mode: str, fallback: bool, say):
+    """The export into `tmp`, and the model reloaded from it as its users will: (mode written, model)."""
+    from ..build import load_base
+    from ..methods import METHODS, NotMergeable
+
+    name, method = cfg.method.name, METHODS[cfg.method.name]
     if mode == "merge":
         try:
             merged = method.merge(model)
         except NotMergeable as e:
+            if not fallback:
+                raise CannotMerge(f"{name} cannot be merged ({e}); nothing was written. Fix: --adapter, or "
+                                  "--merge --or-adapter to write the adapter where merging is impossible") from None
             say(f"[export] {name} cannot be merged: {e}\n[export] writing the adapter instead")
             mode = "adapter"
     if mode == "merge":
-        out.mkdir(parents=True, exist_ok=True)
-        merged.save_pretrained(out, safe_serialization=True)
-        tok.save_pretrained(out)
-        reloaded = _reload_merged(out, task)
-    else:
-        method.save(model, tok, out)
-        base, _ = load_base(cfg, tokenizer=tok)
-        reloaded = method.load(base, out)
-    del model
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        return mode, _reload_merged(tmp, cfg.model.task)
+    method.save(model, tok, tmp)
+    base, _ = load_base(cfg, tokenizer=tok)
+    return mode, method.load(base, tmp)
 
-    rep = compare(ref, outputs(reloaded, prompts, task, tok.pad_token_id), atol)
-    rep.update(mode=mode, method=name, out=str(out), prompts_from=source)
-    say(f"[export] {name} -> {out} ({'merged Hugging Face folder' if mode == 'merge' else 'adapter'})")
-    say(f"[export] {describe(rep, source)}")
-    if not rep["ok"]:
-        raise ParityError(f"the export in {out} does not reproduce the run's model ({describe(rep, source)})")
-    return rep
+
+def check_out(run_dir: Path, out: Path, overwrite: bool) -> None:
+    """Refuse, before anything is deleted, an --out that is not an export of tailorlm's to replace."""
+    r, o = run_dir.resolve(), out.resolve()
+    if o.is_relative_to(r) or r.is_relative_to(o):
+        raise RunExistsError(f"--out {out} is the run {run_dir}, inside it or holds it; nothing was written. "
+                             "Fix: --out <a folder outside the run>")
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"--out {out} is a file; nothing was written. Fix: another --out")
+    if holds_cwd(out):   # (an export is renamed into place: never the folder a shell stands in)
+        raise RunExistsError(f"--out {out} is the current directory (or holds it); nothing was written. "
+                             "Fix: --out <a folder below it>")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise RunExistsError(f"{out} is not empty. Fix: another --out, or --overwrite")
+    try:
+        written = set(json.loads((out / MARKER).read_text())["files"]) | {MARKER}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunExistsError(f"{out} is not an export tailorlm wrote (no {MARKER}); nothing was deleted. "
+                             "Fix: another --out, or empty it yourself") from None
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in written)
+    if foreign:
+        raise RunExistsError(f"{out} holds files tailorlm did not write ({', '.join(foreign[:3])}); nothing was "
+                             "deleted. Fix: move them out, or another --out")

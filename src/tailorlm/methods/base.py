@@ -84,9 +84,21 @@ def peft_task(model) -> str:
 # ---------------------------------------------------------------- PEFT artefacts (every PEFT-backed method)
 
 def peft_save(model, tokenizer, out_dir: Path) -> None:
-    """adapter_config.json + adapter_model.safetensors: PEFT, transformers and vLLM load it without us."""
+    """adapter_config.json + adapter_model.safetensors: PEFT, transformers and vLLM load it without us.
+    Its base_model_name_or_path is rewritten as card.base_of(model) (the Hub id of an embedded model,
+    else an absolute folder), not the path this process loaded, so AutoPeftModelForCausalLM.from_pretrained
+    works from another directory or machine; README.md says which base it needs and how to load it.
+    Rewritten after PEFT saves: PEFT itself looks the base up while saving, and must find the local one."""
+    import json
+
+    from .card import base_of, write_card
+
     model.save_pretrained(out_dir)
+    for cfg_file in Path(out_dir).glob("**/adapter_config.json"):   # one per adapter
+        cfg = json.loads(cfg_file.read_text())
+        cfg_file.write_text(json.dumps({**cfg, "base_model_name_or_path": base_of(model)}, indent=2, sort_keys=True))
     tokenizer.save_pretrained(out_dir)
+    write_card(out_dir, model, task_of(model), "peft")
 
 
 def peft_load(base_model, art_dir: Path):

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..models.arch import arch_of, blocks, head_names, hidden_size, pick_layers
 from .base import MethodConfig, NotMergeable, task_of
+from .card import base_of, write_card
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 WEIGHTS, CONFIG = "adapter.safetensors", "bottleneck.json"
@@ -118,8 +119,10 @@ def save(model, tokenizer, out_dir: Path) -> None:
     save_file(tensors, str(out_dir / WEIGHTS), metadata={"format": "pt"})
     (out_dir / CONFIG).write_text(json.dumps({"method": "bottleneck", "config": cfg.model_dump(),
                                               "model_type": model.config.model_type,
-                                              "hidden_size": hidden_size(model)}, indent=1))
+                                              "hidden_size": hidden_size(model), "base_model": base_of(model)},
+                                             indent=1))
     tokenizer.save_pretrained(out_dir)
+    write_card(out_dir, model, task_of(model), "bottleneck")
 
 
 def load(base_model, art_dir: Path):

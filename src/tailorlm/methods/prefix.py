@@ -19,6 +19,8 @@ from typing import Literal, Optional
 import torch
 from pydantic import Field, model_validator
 
+from ..errors import ConfigError
+from ..models.load import TRUST_MARK, load_tokenizer
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task, task_of
 
 
@@ -52,11 +54,11 @@ def _peft_accepts(model) -> bool:
 def apply(model, cfg: Config):
     from peft import PrefixTuningConfig, get_peft_model
 
-    if not _peft_accepts(model):
-        raise ValueError(f"prefix tuning of a classification head ({type(model).__name__}): PEFT looks for a "
-                         "past_key_values argument, which this transformers version calls `cache`, and refuses. "
-                         "Fix: method: prompt (works on classifiers), or prefix tuning of the causal LM "
-                         "(model.task: causal_lm)")
+    if not _peft_accepts(model):   # a config the user can change: one line, the keys and the fix
+        raise ConfigError(f"method.name: prefix tuning of a classification head ({type(model).__name__}, "
+                          "model.task: sequence_classification) is refused: PEFT looks for a past_key_values "
+                          "argument, which this transformers version calls `cache`. Fix: method.name=prompt (works "
+                          "on classifiers), or model.task=causal_lm for prefix tuning of the language model")
     pcfg = PrefixTuningConfig(task_type=peft_task(model), num_virtual_tokens=cfg.virtual_tokens,
                               prefix_projection=cfg.projection, encoder_hidden_size=cfg.projection_dim)
     peft_model = get_peft_model(model, pcfg)
@@ -69,11 +71,11 @@ def apply(model, cfg: Config):
 def init_from_text(peft_model, text: str) -> None:
     """Set the prefix to the frozen model's keys and values for `text` (repeated or cut to length).
     The prefix then sits at positions 0..n-1 and the input after it, as PEFT places it."""
-    from transformers import AutoTokenizer
+    from pathlib import Path
 
     base = peft_model.get_base_model()
     n = peft_model.active_peft_config.num_virtual_tokens
-    tok = AutoTokenizer.from_pretrained(str(base.name_or_path))
+    tok = load_tokenizer(Path(base.name_or_path), getattr(base, TRUST_MARK, False))   # the one safe loader
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise ValueError("prefix init_text is empty after tokenization")

@@ -13,6 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
+from ..models.load import TRUST_MARK
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 
@@ -37,7 +38,9 @@ def apply(model, cfg: Config):
     if cfg.init == "text":
         if not model.name_or_path:
             raise ValueError("prompt init: text needs the model's folder (for its tokenizer)")
-        kw = dict(prompt_tuning_init_text=cfg.init_text, tokenizer_name_or_path=str(model.name_or_path))
+        # PEFT loads the tokenizer itself: trust_remote_code as the model was loaded, never None (which asks on stdin)
+        kw = dict(prompt_tuning_init_text=cfg.init_text, tokenizer_name_or_path=str(model.name_or_path),
+                  tokenizer_kwargs={"trust_remote_code": getattr(model, TRUST_MARK, False)})
     pcfg = PromptTuningConfig(task_type=peft_task(model), num_virtual_tokens=cfg.virtual_tokens,
                               prompt_tuning_init={"text": "TEXT", "vocab": "SAMPLE_VOCAB", "random": "RANDOM"}[cfg.init],
                               **kw)

@@ -75,6 +75,28 @@ DEFAULT_MODELS = {
     "smollm2-135m-instruct": (_smollm2_gguf, _convert_gguf),
     "all-minilm-l6-v2": (_minilm_dir, _copy_hf),   # an encoder: use with model.task: sequence_classification
 }
+# short name -> the Hugging Face Hub model the embedded copy comes from (what a user elsewhere can load)
+HUB_IDS = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def embedded_name(path) -> str | None:
+    """The short name of an embedded model, given the name or its prepared cache folder; else None."""
+    if str(path) in DEFAULT_MODELS:
+        return str(path)
+    p = Path(os.path.abspath(Path(str(path)).expanduser()))
+    root = Path(os.path.abspath(cache_dir() / "models"))
+    return p.name if p.parent == root and p.name in DEFAULT_MODELS else None
+
+
+def base_reference(path) -> str:
+    """How an artefact names its base model so that someone on another machine can act on it: the
+    Hub id for an embedded model (its cache folder exists on one machine only), else the folder's
+    absolute path (the relative path a run was started with means nothing elsewhere)."""
+    name = embedded_name(path)
+    return HUB_IDS[name] if name else os.path.abspath(Path(str(path)).expanduser())
 
 
 def prepare(name: str, quiet: bool = False) -> Path:

@@ -6,6 +6,8 @@ A callback is an object with any of these methods (the `Callback` base has them 
     on_start(run)                       setup done: method applied, model on its device, optimiser
                                         ready, base model scored; before the first step
     on_step_start(run)                  before a step builds its micro-batches (run.step = steps done)
+    extra_loss(run) -> Tensor | None    a term added to the step's objective (backward once per step,
+                                        after the task loss): penalties of what runs beside the loop
     on_before_optimizer_step(run)       gradients final (accumulated, synced, clipped), before the update
     on_step_end(run, rec)               after the update; rec is the step's metrics record
     on_train_end(run)                   the loop stepped for the last time (finished, stopped early,
@@ -31,6 +33,7 @@ from .log import MetricsLog
 class Callback:
     def on_start(self, run) -> None: ...
     def on_step_start(self, run) -> None: ...
+    def extra_loss(self, run): return None
     def on_before_optimizer_step(self, run) -> None: ...
     def on_step_end(self, run, rec: dict) -> None: ...
     def on_train_end(self, run) -> None: ...
@@ -48,6 +51,11 @@ class Callbacks:
 
     def __init__(self, callbacks):
         self.items = list(callbacks)
+
+    def extra_losses(self, run) -> list:
+        """Every callback's extra loss term (those that return one)."""
+        terms = [cb.extra_loss(run) for cb in self.items if hasattr(cb, "extra_loss")]
+        return [t for t in terms if t is not None]
 
     def __getattr__(self, event: str):
         if event not in EVENTS:
@@ -71,6 +79,7 @@ class MetricsLogger(Callback):
 
     def on_step_end(self, run, rec: dict) -> None:
         tc = run.cfg.train
+        run.eval_ctx.step = run.step   # what the evaluators stamp samples.jsonl with
         if rec["step"] % tc.log_every == 0 or rec["step"] in (1, tc.steps) or "skipped" in rec:
             self.log.write(rec)
 
@@ -83,6 +92,9 @@ class MetricsLogger(Callback):
     def on_message(self, run, text, record=None, always=False) -> None:
         if record is not None:
             self.log.write({"step": run.step, **record})
+
+
+SHOW_SAMPLES = 3   # generated answers printed after an evaluation (all of them are in RUN/samples.jsonl)
 
 
 class Console(Callback):
@@ -103,12 +115,18 @@ class Console(Callback):
         self.bar.update(1)
 
     def on_eval(self, run, scores: dict, verdict) -> None:
+        from ..audit.pii import mask_secrets
         from ..eval.metrics import format_scores
 
         best = " (best)" if verdict.improved else ""
         self._say(f"[tailorlm] step {run.step}: {format_scores(scores, run.base_scores)}{best}", always=True)
         for w in verdict.warnings:
             self._say(f"[tailorlm] warning: {w}", always=True)
+        shown = [] if self.quiet else [x for x in getattr(run.eval_ctx, "samples", []) if x.get("step") == run.step]
+        for smp in shown[:SHOW_SAMPLES]:   # what the model says, not only its scores (all in samples.jsonl)
+            prompt, generated, reference = (mask_secrets(smp[k]) for k in ("prompt", "generated", "reference"))
+            self._say(f"[tailorlm]   sample: {prompt[-80:]!r} -> {generated[:120]!r} (reference {reference[:80]!r})",
+                      True)   # (an API token in the data is not echoed: audit/pii.py)
 
     def on_message(self, run, text, record=None, always=False) -> None:
         if text:

@@ -28,14 +28,20 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..atomic import replace_dir, temp_dir_beside
+
 MANIFEST = "manifest.json"
+
+
+def describe(e: BaseException) -> str:
+    """An exception in one line (torch's messages run over several), for the one line a user sees."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
 
 
 def _sha256(p: Path) -> str:
@@ -54,30 +60,24 @@ def _fsync(p: Path) -> None:
         os.close(fd)
 
 
-def _tmp_beside(ckpt_dir: Path) -> Path:
-    """A fresh hidden folder next to where the checkpoint will live (same file system: rename is atomic)."""
-    ckpt_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{ckpt_dir.name}.", dir=ckpt_dir.parent))
-
-
 def _seal(tmp: Path, files: list[str], ckpt_dir: Path, unsynced: list[str]) -> None:
     """fsync what is not on disk yet, write the manifest of `files` last, then rename into place."""
     for f in unsynced:
         _fsync(tmp / f)
     (tmp / MANIFEST).write_text(json.dumps({f: _sha256(tmp / f) for f in files}))
     _fsync(tmp / MANIFEST)
-    if ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    os.rename(tmp, ckpt_dir)
+    replace_dir(tmp, ckpt_dir)
 
 
 def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: dict, model=None,
          dist=None) -> Path:
-    """Write a checkpoint atomically; returns its final path. Raises (leaving older ones intact) on failure.
+    """Write a checkpoint atomically; returns its final path. Raises OSError (leaving older ones intact)
+    on failure, whatever failed: torch.save reports a full disk as a RuntimeError, safetensors as its
+    own error, and the caller must see one kind to keep the run going.
     With `dist` of several ranks, every rank calls this, and the model's shards go through DCP."""
     if dist is not None and dist.parallel:
         return _save_sharded(ckpt_dir, model=model, optimizer=optimizer, state=state, dist=dist)
-    tmp = _tmp_beside(ckpt_dir)
+    tmp = temp_dir_beside(ckpt_dir)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
         files = ["trainable.safetensors", "state.json"]
@@ -86,8 +86,10 @@ def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: d
             files.append("optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(state))
         _seal(tmp, files, ckpt_dir, unsynced=files)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and not isinstance(e, OSError):
+            raise OSError(f"checkpoint {ckpt_dir.name}: {describe(e)}") from e
         raise
     return ckpt_dir
 
@@ -112,19 +114,46 @@ def verify(ckpt_dir: Path) -> str | None:
     return None
 
 
+def unreadable(ckpt_dir: Path) -> str | None:
+    """Why a checkpoint whose hashes verify still cannot be loaded (None: it can). optimizer.pt is
+    unpickled as `load` does it (weights_only), memory-mapped so no tensor data is read: a payload
+    written together with a matching manifest is refused here, before a run commits to it."""
+    f = ckpt_dir / "optimizer.pt"
+    if not f.is_file():
+        return None
+    try:
+        torch.load(f, weights_only=True, map_location="cpu", mmap=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read it makes the checkpoint unusable
+        return f"optimizer.pt cannot be loaded safely ({describe(e)})"
+    return None
+
+
 def latest(ckpt_root: Path) -> tuple[Path | None, list[str]]:
-    """Newest verified checkpoint, and a note for each newer one skipped. Half-written temporary
-    folders (a save that died) are removed."""
+    """Newest usable (verified, readable) checkpoint, and a note for each newer one skipped.
+    Temporary folders of saves that died (steps, best, a replaced one) are removed."""
     notes = []
-    for t in ckpt_root.glob(".step-*"):
+    for t in [*ckpt_root.glob(".step-*"), *ckpt_root.glob(".best.*")]:
         shutil.rmtree(t, ignore_errors=True)
         notes.append(f"removed {t.name}: an interrupted save")
     for d in sorted(ckpt_root.glob("step-*"), reverse=True):
-        why = verify(d)
+        why = verify(d) or unreadable(d)
         if why is None:
             return d, notes
         notes.append(f"skipped {d.name}: {why}")
     return None, notes
+
+
+def discard(ckpt_root: Path, keep: Path) -> list[str]:
+    """Remove what a run resuming from `keep` cannot use: the newer checkpoints `latest` skipped (the
+    resumed run writes those steps again) and older ones that do not verify (a save or a rotation
+    cut short). Returns a note for each."""
+    notes = []
+    for d in sorted(ckpt_root.glob("step-*")):
+        why = None if d == keep else verify(d) or (unreadable(d) if d.name > keep.name else None)
+        if why is not None:
+            shutil.rmtree(d)
+            notes.append(f"removed {d.name}: {why}")
+    return notes
 
 
 def load(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> dict:
@@ -150,9 +179,12 @@ def load(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> dict:
 
 
 def rotate(ckpt_root: Path, keep_last: int) -> None:
-    """Delete all but the newest keep_last verified checkpoints; never the newest verified one."""
-    good = [d for d in sorted(ckpt_root.glob("step-*")) if verify(d) is None]
-    for d in good[:-max(1, keep_last)]:
+    """Delete all but the newest keep_last verified checkpoints, and any older one that does not
+    verify (a rotation cut short); never the newest verified one."""
+    every = sorted(ckpt_root.glob("step-*"))
+    good = [d for d in every if verify(d) is None]
+    broken = [d for d in every if good and d < good[-1] and d not in good]
+    for d in good[:-max(1, keep_last)] + broken:
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -184,7 +216,7 @@ def _save_sharded(ckpt_dir: Path, *, model, optimizer, state: dict, dist) -> Pat
     import torch.distributed.checkpoint as dcp
 
     def make_tmp():
-        t = _tmp_beside(ckpt_dir)
+        t = temp_dir_beside(ckpt_dir)
         (t / "dcp").mkdir()
         return str(t)
 

@@ -1,9 +1,16 @@
-"""metrics.jsonl: one JSON object per logged event, appended as it happens."""
+"""metrics.jsonl: one JSON object per logged event, appended as it happens.
+
+Appends are the only writes in place. A resume repairs the log (the steps a killed run logged past
+its last checkpoint are dropped) by writing the repaired log beside it and renaming it over the old
+one, so a kill during the repair leaves the old log whole, never a truncated one.
+"""
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+
+from ..atomic import write_text
 
 
 class MetricsLog:
@@ -19,10 +26,17 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (logged by a run that died before its next checkpoint)."""
         keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """Every record; a line cut short by a kill in the middle of an append is left out."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

@@ -5,14 +5,16 @@ method registry, the evaluator registry and callbacks (train/callbacks.py), neve
 """
 from __future__ import annotations
 
+import gc
+
 import torch
 
 from ..config import Config
 from ..device import pick_device
-from . import distributed
+from . import distributed, rundir
 from .phases import due, evaluate_and_select, finish, interrupt, save_checkpoint
 from .setup import setup_run
-from .signals import GracefulStop
+from .signals import GracefulStop, Interrupted
 from .state import RunState
 from .step import check_finite, train_step
 
@@ -22,19 +24,40 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, *, model=None,
     (see setup_run); `callbacks`: objects with any of the Callback methods, run on every rank."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    dist = distributed.init(cfg.train.parallel, device)   # under torchrun: this rank; alone: world 1, no-ops
-    run = setup_run(cfg, resume=resume, quiet=quiet, model=model, callbacks=callbacks, dist=dist, device=device)
-    summary = run_loop(run)
-    dist.close()   # (after a failure the process exits; torchrun stops the other ranks)
+    again = (f"Resume with: tailorlm train --resume {cfg.output.dir}" if resume else
+             "Run the same command again to start the run.")
+    with GracefulStop(startup=again):   # a signal before the first step: stop at once, and say so
+        device = pick_device(cfg.train.device)
+        dist = distributed.init(cfg.train.parallel, device)   # under torchrun: this rank; alone: world 1, no-ops
+        run = setup_run(cfg, resume=resume, quiet=quiet, model=model, callbacks=callbacks, dist=dist, device=device)
+    try:
+        summary = run_loop(run)
+    except Interrupted as stop:   # every rank stopped after the same step: they leave the group together
+        stop.__traceback__ = None   # (its frames hold the run)
+        del run
+        _leave(dist)
+        raise
+    del run
+    _leave(dist)   # (after a failure the process exits; torchrun stops the other ranks)
     return summary
+
+
+def _leave(dist) -> None:
+    """Free the model before leaving the process group: its data-parallel hooks hold the group in
+    reference cycles, and left to the collection at interpreter exit, gloo's worker thread needs the
+    GIL to drop its last tensors and aborts the process (seen under load)."""
+    if dist.parallel:
+        gc.collect()
+    dist.close()
 
 
 def run_loop(run: RunState) -> dict:
     tc = run.cfg.train
-    run.callbacks.on_start(run)
-    run.model.train()
     with GracefulStop() as stop:
+        run.callbacks.on_start(run)
+        if run.dist.main:
+            rundir.mark(run.run_dir, "training")   # from now on the folder holds a run (see train/rundir.py)
+        run.model.train()
         while run.step < tc.steps:
             run.callbacks.on_step_start(run)
             rec, stopping = train_step(run, stop.requested)

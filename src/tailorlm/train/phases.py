@@ -6,12 +6,19 @@ import math
 import shutil
 import signal
 import time
+from pathlib import Path
 
+from ..atomic import replace_dir, temp_dir_beside, write_text
 from ..build import start_model, with_method
+from ..errors import TailorError
 from ..eval.evaluators import evaluate
 from ..eval.metrics import deltas, format_scores
 from . import checkpoint
 from .signals import Interrupted
+
+
+class FinalNotWritten(TailorError, OSError):
+    """final/ could not be written (a full disk, permissions); nothing half-written was left."""
 
 
 def due(step: int, every: int, last: int) -> bool:
@@ -53,8 +60,8 @@ def save_checkpoint(run) -> None:
         run.last_saved = run.step
     except OSError as e:  # disk full, permissions: keep training, keep the last good one
         last, _ = checkpoint.latest(root)
-        run.log({"checkpoint_error": str(e)},
-                f"[tailorlm] checkpoint at step {run.step} failed ({e}); the previous one ({last or 'none'}) is intact")
+        run.log({"checkpoint_error": str(e)}, f"[tailorlm] checkpoint at step {run.step} failed ({e}); the previous "
+                f"one ({last.name if last else 'none'}) is intact; training on")
         return
     run.callbacks.on_save(run, path)
 
@@ -72,18 +79,8 @@ def finish(run) -> dict:
     """final/ (the best evaluation's weights unless told otherwise) through the method's own save,
     the final scores, summary.json."""
     cfg, dist, g = run.cfg, run.dist, run.guard
-    if cfg.eval.keep_best and g.best_step is not None and g.best_step != run.step:
-        checkpoint.load(run.run_dir / "checkpoints" / "best", model=run.model, dist=dist)
-        what = ("the start (step 0): no evaluation was within the forgetting budget" if g.best_step == 0 else
-                f"the best evaluation (step {g.best_step}, {cfg.eval.metric} {g.best_value:.4f})")
-        run.say(f"[tailorlm] final/ holds {what}, not the last step ({run.step})", always=True)
-        run.scores = None
-    final = run.run_dir / "final"
-    if final.exists() and dist.main:
-        shutil.rmtree(final)
-    # parallel: gathered to rank 0 into a plain model, so final/ is what one process would have written
-    dist.save_final(run.method, run.model, run.tok, final,
-                    rebuild=lambda: with_method(start_model(cfg, tokenizer=run.tok)[0], cfg))
+    _final_weights(run)
+    _write_final(run)
     scores = run.scores if run.scores is not None and run.scores.get("step") == run.step else evaluate(
         run.model, run.eval_ctx)
     scores = {k: v for k, v in scores.items() if k != "step"}
@@ -97,8 +94,61 @@ def finish(run) -> dict:
                "best_step": g.best_step, "stopped_early": run.stopped, "data": run.data.report, "device": run.device,
                "processes": dist.world, "parallel": dist.mode}
     if dist.main:
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
     run.say(f"[tailorlm] done: {format_scores(scores, run.base_scores)}; {summary['tokens_per_s']} tokens/s "
             f"(the examples' own tokens, padding not counted); run in {run.run_dir}")
     run.callbacks.on_end(run, summary)
     return summary
+
+
+def _final_weights(run) -> None:
+    """The best evaluation's weights into the model, once checkpoints/best verifies and holds that
+    step; otherwise the last step's stay, and the log and the console say why."""
+    cfg, g = run.cfg, run.guard
+    if not (cfg.eval.keep_best and g.best_step is not None and g.best_step != run.step):
+        return
+    best = run.run_dir / "checkpoints" / "best"
+    why = run.dist.on_main(_unusable_best, best, g.best_step)
+    if why is not None:
+        run.log({"best_error": why}, f"[tailorlm] checkpoints/best (step {g.best_step}) cannot be used: {why}; "
+                f"final/ holds the last step ({run.step}) instead")
+        g.best_step = None
+        return
+    checkpoint.load(best, model=run.model, dist=run.dist)
+    what = ("the start (step 0): no evaluation was within the forgetting budget" if g.best_step == 0 else
+            f"the best evaluation (step {g.best_step}, {cfg.eval.metric} {g.best_value:.4f})")
+    run.say(f"[tailorlm] final/ holds {what}, not the last step ({run.step})", always=True)
+    run.scores = None
+
+
+def _unusable_best(best: Path, step: int) -> str | None:
+    why = checkpoint.verify(best)
+    if why is None:
+        held = json.loads((best / "state.json").read_text()).get("step")
+        why = None if held == step else f"it holds step {held}"
+    return why
+
+
+def _write_final(run) -> None:
+    """final/ through the method's own save (parallel: gathered to rank 0 into a plain model, so it is
+    what one process would have written), into a hidden folder beside it, renamed into place: a
+    failure (a full disk) leaves no half-written final/, and says what is intact and how to finish."""
+    dist, final, cfg = run.dist, run.run_dir / "final", run.cfg
+    tmp = Path(dist.on_main(lambda: str(temp_dir_beside(final))))
+    err = None
+    try:
+        dist.save_final(run.method, run.model, run.tok, tmp,
+                        rebuild=lambda: with_method(start_model(cfg, tokenizer=run.tok)[0], cfg))
+        if dist.main:
+            replace_dir(tmp, final)
+    except Exception as e:  # noqa: BLE001 - OSError, torch's RuntimeError, safetensors' own: all a failed write
+        err = checkpoint.describe(e)
+    err = dist.broadcast(err)   # rank 0 wrote it: its outcome is every rank's
+    if err is None:
+        return
+    if dist.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    last, _ = dist.on_main(checkpoint.latest, run.run_dir / "checkpoints")
+    raise FinalNotWritten(f"could not write {final} ({err}); nothing half-written was left, and the last verified "
+                          f"checkpoint ({last.name if last else 'none'}) is intact. Fix: free space (or fix "
+                          f"permissions), then finish with: tailorlm train --resume {run.run_dir}")

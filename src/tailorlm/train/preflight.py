@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import write_text
 from ..data.read import DataError
 
 
@@ -17,7 +18,7 @@ def audit_data(cfg, run: Path, say) -> dict:
     fields = {role: col for role, col in (("text", d.text_field), ("label", d.label_field), ("prompt", d.prompt_field),
                                           ("response", d.response_field), ("messages", d.messages_field)) if col}
     report = run_audit(d.train, d.val, d.test, fmt=d.format, fields=fields, labels=d.labels, on_error=d.on_error)
-    (run / "audit.json").write_text(report.to_json())
+    write_text(run / "audit.json", report.to_json())   # (renamed into place: a kill never truncates it)
     counts = report.counts()
     if report.exit_code() == 2:
         raise DataError("the data audit found fatal problems; nothing was trained:\n" + report.summary(per_check=3))

@@ -6,9 +6,13 @@
 - forgetting budget: a checkpoint whose reference-NLL increase exceeds `max_forgetting` is never
   best, and the run stops once the budget is exceeded for `budget_patience` evaluations in a row.
 - overfitting warning: validation loss rose while training loss fell since the last evaluation.
+- evaluators' warnings (`*_warning` scores, e.g. a classifier that answers one class for everything)
+  are repeated as the decision's warnings, which the console prints and metrics.jsonl logs.
+- no score, no best: an evaluation without a finite `metric` (no held-out examples) never becomes best.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 HIGHER_IS_BETTER = {"accuracy", "macro_f1"}
@@ -41,10 +45,12 @@ class Guard:
             setattr(self, k, tuple(v) if k == "last" and v is not None else v)
 
     def update(self, step: int, scores: dict, train_loss: float | None) -> Decision:
-        d = Decision()
+        d = Decision(warnings=[v for k, v in scores.items() if k.endswith("_warning") and isinstance(v, str)])
         value = scores.get(self.metric)
-        if value is None:
-            raise KeyError(f"eval.metric {self.metric!r} is not measured here (have {sorted(scores)})")
+        scored = isinstance(value, (int, float)) and math.isfinite(value)
+        if not scored:
+            d.warnings.append(f"no {self.metric} score at this evaluation (no held-out examples to score?); "
+                              "it cannot become the best")
         drift = scores.get("ref_nll_change")
         within = self.max_forgetting is None or drift is None or drift <= self.max_forgetting
         if not within:
@@ -55,7 +61,7 @@ class Guard:
                 d.stop = f"forgetting budget exceeded for {self.over_budget} evaluation(s)"
         else:
             self.over_budget = 0
-        if within and (self.best_value is None or self.sign * (self.best_value - value) > self.min_delta):
+        if scored and within and (self.best_value is None or self.sign * (self.best_value - value) > self.min_delta):
             self.best_value, self.best_step, self.since_best = value, step, 0
             d.improved = True
         else:

@@ -2,20 +2,20 @@
 
 Data first (bad data fails before the model loads), then the model the run starts from, the base
 model's scores at step 0 (every evaluator, the retention probe included), the method, the
-optimiser, and, with `resume`, the last verified checkpoint.
+optimiser, and, with `resume`, the last verified checkpoint (train/rundir.py decides what there is
+to resume, and what a fresh start may replace, before anything is read or deleted).
 """
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
-from ..build import build, run_dir_of, with_method
+from ..atomic import write_text
+from ..build import build, resolve_paths, run_dir_of, with_method
 from ..config import Config, to_yaml
 from ..data.batching import Order
 from ..device import pick_device, resolve_precision
-from ..errors import RunExistsError
 from ..eval.evaluators import EvalContext, evaluate, resolve
 from ..eval.metrics import format_scores
 from ..forward import LOSSES, batcher
@@ -28,22 +28,9 @@ from .distributed import Dist
 from .log import MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .preflight import audit_data
+from .rundir import prepare_run_dir
 from .select import Guard
 from .state import RunState
-
-
-def prepare_run_dir(cfg: Config, resume: bool, main: bool = True) -> Path:
-    run = Path(cfg.output.dir)
-    if not main:   # rank 0 prepares it; the others wait for it (barrier) before touching it
-        return run
-    if run.exists() and any(run.iterdir()) and not resume:
-        if not cfg.output.overwrite:
-            raise RunExistsError(f"{run} already holds a run. Fix: --resume to continue it, a new output.dir, "
-                                 "or output.overwrite=true to replace it")
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(to_yaml(cfg))
-    return run
 
 
 def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=None, callbacks=(),
@@ -52,19 +39,21 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     model.init_from), a model object (a base model, or one already carrying this method, whose
     parameters then train on), or an earlier run's directory / final/ (recorded as model.init_from,
     so the run resumes from the same start)."""
-    t_start, tc = time.time(), cfg.train
+    t_start, tc = time.time(), resolve_paths(cfg).train   # stored paths work from any directory later
     device = device or pick_device(tc.device)
     dist = dist or Dist(device=device)
     if isinstance(model, (str, Path)):
         cfg.model.init_from, model = str(run_dir_of(model).resolve()), None
     rank_batch = dist.per_rank(tc.batch_size)   # train.batch_size is global; this rank's share (fails fast)
     resolve(cfg.eval.metrics)                   # an unknown evaluator fails before anything loads
-    run_dir = prepare_run_dir(cfg, resume, dist.main)
-    dist.barrier()
+    start = dist.on_main(prepare_run_dir, cfg, resume)   # rank 0 prepares the folder; every rank learns how
+    run_dir, resume = start.run_dir, start.resume_from is not None   # (nothing usable: a clean start)
     log = MetricsLog(run_dir / "metrics.jsonl") if dist.main else None   # only rank 0 logs and writes files
     own = [MetricsLogger(log), Console(quiet)] if dist.main else []
     cbs = Callbacks(own + load_callbacks(tc.callbacks) + list(callbacks))
     say = lambda text, always=False: cbs.on_message(None, text, None, always)  # noqa: E731
+    for note in start.notes:
+        say(f"[tailorlm] {note}", always=True)
     if tc.precision == "auto":  # resolved once and saved, so eval and resume use what training used
         tc.precision = resolve_precision(tc.precision, device)
     seed_everything(tc.seed)
@@ -75,11 +64,11 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     _write(dist, run_dir / "config.yaml", to_yaml(cfg))   # with what build() pinned (a classifier's labels)
     rep = data.report["train"]
     say(f"[tailorlm] data: {data.fmt}, {len(data.train)} train / {len(data.val)} val examples; "
-        f"truncated {rep['truncated']}, dropped {rep['dropped_too_long']} too long + {rep['dropped_no_target']} "
-        f"without targets, skipped {data.report['skipped_lines']} bad lines")
+        f"truncated {rep['truncated']} ({rep['truncated_tokens']} tokens cut), dropped {rep['dropped_too_long']} "
+        f"too long + {rep['dropped_no_target']} without targets, skipped {data.report['skipped_lines']} bad lines")
     model.to(device)
     retention = _retention(cfg, model, tok, device, say)
-    ctx = EvalContext(cfg, data, device, probe=retention)
+    ctx = EvalContext(cfg, data, device, probe=retention, run_dir=run_dir if dist.main else None)
     base_scores = _score_base(cfg, model, ctx, resume, dist, run_dir, say)
     method = METHODS[cfg.method.name]
     model = with_method(model, cfg).to(device)
@@ -97,7 +86,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model, tok=tok, data=data, method=method,
         params=params, opt=opt, sched=build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule,
                                                       min_ratio=tc.min_lr_ratio),
-        order=Order(len(data.train), rank_batch, tc.seed),
+        order=Order(len(data.train), rank_batch, tc.seed, groups=data.groups),
         make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
                            row_tokens=cfg.data.max_length),
         loss_fn=LOSSES[cfg.model.task], guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta,
@@ -105,7 +94,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         eval_ctx=ctx, callbacks=cbs, retention=retention, n_trainable=n_train, n_total=n_total, t_start=t_start,
         base_scores=base_scores)
     if resume:
-        _resume(run, log)
+        _resume(run, log, start.resume_from)
     _start_budget(run)
     if run.base_scores is None and (run_dir / "base_eval.json").is_file():
         run.base_scores = json.loads((run_dir / "base_eval.json").read_text())
@@ -114,7 +103,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
 
 def _write(dist: Dist, path: Path, text: str) -> None:
     if dist.main:
-        path.write_text(text)
+        write_text(path, text)
 
 
 def _retention(cfg: Config, model, tok, device: str, say) -> Retention | None:
@@ -141,15 +130,12 @@ def _score_base(cfg: Config, model, ctx: EvalContext, resume: bool, dist: Dist, 
     return scores
 
 
-def _resume(run: RunState, log: MetricsLog | None) -> None:
-    last, notes = run.dist.on_main(checkpoint.latest, run.run_dir / "checkpoints")
-    for n in notes:
-        run.say(f"[tailorlm] {n}", always=True)
-    if last is None:
-        return
+def _resume(run: RunState, log: MetricsLog | None, last: Path) -> None:
     run.load_state_dict(checkpoint.load(last, model=run.model, optimizer=run.opt, dist=run.dist))
-    if log is not None:
-        log.truncate_after(run.step)  # the killed run may have logged steps past its last checkpoint
+    if log is not None:   # the killed run may have logged steps (and samples) past its last checkpoint
+        log.truncate_after(run.step)
+        if (run.run_dir / "samples.jsonl").is_file():
+            MetricsLog(run.run_dir / "samples.jsonl").truncate_after(run.step)
     run.say(f"[tailorlm] resumed from {last.name} (step {run.step})", always=True)
 
 

@@ -25,7 +25,8 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
     n_tokens = int(dist.sum(sum(b.n_targets for b in micro))[0])
     loss_sum = task_backward(run, micro, n_tokens)
     extra = retention_backward(run) if run.retention is not None else {}
-    if not math.isfinite(extra.get("penalty", 0.0)):
+    extra.update(extra_backward(run))
+    if not all(math.isfinite(extra.get(k, 0.0)) for k in ("penalty", "extra_loss")):
         loss_sum = float("nan")   # a non-finite penalty skips the step like a non-finite loss
     gnorm = dist.clip_grad_norm(run.params, tc.max_grad_norm)   # global: gradients are synced by now
     run.callbacks.on_before_optimizer_step(run)
@@ -94,6 +95,18 @@ def retention_backward(run) -> dict:
         pen.backward()
         extra["penalty"] = float(pen.detach())
     return extra
+
+
+def extra_backward(run) -> dict:
+    """Backward of the callbacks' extra loss terms (a continual strategy's penalty, say); their sum
+    is logged as `extra_loss` (a non-finite one skips the step, as a non-finite penalty does)."""
+    with autocast(run.device, run.cfg.train.precision):
+        terms = run.callbacks.extra_losses(run)
+    if not terms:
+        return {}
+    total = sum(terms)
+    total.backward()
+    return {"extra_loss": float(total.detach())}
 
 
 def check_finite(run, rec: dict) -> None:

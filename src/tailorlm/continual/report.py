@@ -1,0 +1,89 @@
+"""continual.html: the accuracy matrix R as a heatmap and the metrics over stages, one self-contained
+page (inline CSS and SVG; nothing fetched), for each order of the plan."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from .metrics import summary as matrix_summary
+
+STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:6px 10px;text-align:right}
+th{background:#f4f4f4}td.name{text-align:left}h1{font-size:20px}h2{font-size:16px;margin-top:28px}
+.note{color:#555}svg text{font:12px system-ui,sans-serif}"""
+
+
+def _cell(v: float, lo: float, hi: float) -> str:
+    """A cell shaded from white (lowest in the matrix) to blue (highest)."""
+    x = 0.0 if hi <= lo else (v - lo) / (hi - lo)
+    r, g, b = (int(255 - x * (255 - c)) for c in (33, 102, 172))
+    ink = "#fff" if x > 0.6 else "#222"
+    return f'<td style="background:rgb({r},{g},{b});color:{ink}">{v:.3f}</td>'
+
+
+def heatmap(R: list[list[float]], names: list[str]) -> str:
+    flat = [v for row in R for v in row]
+    lo, hi = min(flat), max(flat)
+    head = "<tr><th>after \\ task</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+    rows = [f'<tr><td class="name">{"base model" if t == 0 else f"stage {t}: {html.escape(names[t - 1])}"}</td>'
+            + "".join(_cell(v, lo, hi) for v in row) + "</tr>" for t, row in enumerate(R)]
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def over_stages(R: list[list[float]]) -> list[dict]:
+    """The metrics of the plan cut after each stage t (the first t tasks), t = 1..T."""
+    return [matrix_summary([row[:t] for row in R[: t + 1]]) for t in range(1, len(R))]
+
+
+def line_chart(series: dict[str, list[float | None]], width: int = 520, height: int = 220) -> str:
+    """Lines over stages 1..T in inline SVG, one colour per series, with a legend."""
+    colours = ["#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214"]
+    vals = [v for s in series.values() for v in s if v is not None]
+    if not vals:
+        return ""
+    lo, hi = min(vals + [0.0]), max(vals + [0.0])
+    span = (hi - lo) or 1.0
+    n = max(len(s) for s in series.values())
+    x = lambda i: 50 + i * (width - 80) / max(n - 1, 1)  # noqa: E731
+    y = lambda v: 20 + (hi - v) / span * (height - 50)  # noqa: E731
+    parts = [f'<line x1="50" x2="{width - 30}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#aaa" stroke-dasharray="4"/>',
+             f'<text x="4" y="{y(hi) + 4:.1f}">{hi:.2f}</text><text x="4" y="{y(lo) + 4:.1f}">{lo:.2f}</text>']
+    for k, (name, s) in enumerate(series.items()):
+        pts = [(x(i), y(v)) for i, v in enumerate(s) if v is not None]
+        c = colours[k % len(colours)]
+        if len(pts) > 1:
+            parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="'
+                         + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+        parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{c}"/>' for a, b in pts]
+        parts.append(f'<text x="{width - 24}" y="{20 + 16 * k}" fill="{c}">{html.escape(name)}</text>')
+    parts += [f'<text x="{x(i) - 14:.1f}" y="{height - 8}">stage {i + 1}</text>' for i in range(n)]
+    return f'<svg width="{width + 170}" height="{height}" role="img">' + "".join(parts) + "</svg>"
+
+
+def write_report(out: dict, path: Path) -> None:
+    parts = [f"<h1>Continual plan: strategy {html.escape(out['strategy']['name'])}</h1>"]
+    if out.get("note"):
+        parts.append(f'<p class="note">{html.escape(out["note"])}</p>')
+    parts.append('<p class="note">ACC = mean of the last row; BWT = mean of R[T][i] - R[i][i]; F = mean of the '
+                 "best earlier score minus the last; LA = mean of the diagonal; FWT = mean of R[i-1][i] - R[0][i]; "
+                 "general NLL change and KL are against the base model on general text.</p>")
+    for k, o in enumerate(out["orders"]):
+        parts.append(f"<h2>Order {k}: {' &rarr; '.join(html.escape(n) for n in o['order'])}</h2>")
+        parts.append(heatmap(o["R"], o["order"]))
+        cut = over_stages(o["R"])
+        parts.append("<p>The metrics of the stages learnt so far, after each stage</p>")
+        parts.append(line_chart({m: [c[m] for c in cut] for m in ("ACC", "LA", "BWT", "F")}))
+        parts.append("<p>Forgetting on general text, against the base model</p>")
+        parts.append(line_chart({"general NLL change": [p["ref_nll_change"] for p in o["probe"][1:]],
+                                 "KL to base": [p["kl_to_base"] for p in o["probe"][1:]]}))
+    m = out["mean"]
+    parts.append("<h2>Summary</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in m) + "</tr><tr>"
+                 + "".join(f"<td>{v:+.3f}</td>" for v in m.values()) + "</tr></table>")
+    refs = out.get("references") or {}
+    if refs:
+        parts.append("<h2>References</h2><table>" + "".join(
+            f'<tr><td class="name">{html.escape(k)}</td><td>'
+            + ", ".join(f"{n} {v:.3f}" for n, v in scores.items()) + "</td></tr>" for k, scores in refs.items())
+            + "</table>")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>continual</title><style>{STYLE}"
+                    f"</style></head><body>{''.join(parts)}</body></html>")

@@ -1,0 +1,175 @@
+"""Run a continual plan: each stage an ordinary run in the plan's folder, the matrix R filled after
+every stage, resumable at the stage and step where it stopped.
+
+    PLAN/data/<stage>/train.jsonl, heldout.jsonl      each stage's rows, written once
+    PLAN/order-<k>/01-<stage>/ ...                     one ordinary run per stage (config, checkpoints, final/)
+    PLAN/order-<k>/matrix.json                         R (row 0: the base model), the probe after each stage
+    PLAN/continual.json                                the summary: metrics per order, mean and spread
+"""
+from __future__ import annotations
+
+import copy
+import json
+import random
+import statistics
+from pathlib import Path
+
+from ..build import load_base, load_run, tokenizer_for
+from ..config import load_config
+from ..device import pick_device, resolve_precision
+from ..errors import ConfigError
+from ..retention.session import Retention
+from ..train import Callback, train
+from .metrics import summary as matrix_summary
+from .report import write_report
+from .plan import PlanConfig, out_dir, stage_order
+from .stages import Stage, prepare_stages, score, stage_rows
+from .strategies import STRATEGIES
+
+METRICS = ("ACC", "BWT", "FWT", "F", "LA")
+
+
+def run_plan(plan: PlanConfig, quiet: bool = False, say=print) -> dict:
+    root = out_dir(plan)
+    root.mkdir(parents=True, exist_ok=True)
+    tok = tokenizer_for(load_config(raw={**copy.deepcopy(plan.base), "data": {"train": "-"}}))
+    stages = prepare_stages(plan.stages, root, tok, plan.strategy.seed)
+    if STRATEGIES[plan.strategy.name].needs_same_format and len({s.fmt for s in stages}) > 1:
+        raise ConfigError(f"strategy {plan.strategy.name} mixes stages' rows, which needs one trained format; "
+                          f"the stages are {sorted({s.fmt for s in stages})}")
+    orders = [run_order(plan, stages, stage_order(plan, k), root / f"order-{k}", tok, quiet, say)
+              for k in range(plan.orders)]
+    out = {"strategy": plan.strategy.model_dump(), "orders": orders, **aggregate(orders),
+           "references": references(plan, stages, root, tok, quiet)}
+    if plan.strategy.name == "adapter_per_task":
+        out["note"] = "adapter_per_task scores each task with its own adapter: it uses the task's identity at inference"
+    (root / "continual.json").write_text(json.dumps(out, indent=1))
+    write_report(out, root / "continual.html")
+    say(table(out))
+    return out
+
+
+class _Capture(Callback):
+    """Keeps the stage's final model (after final/ is written) and runs the strategy's after_stage."""
+
+    def __init__(self, after):
+        self.after, self.model = after, None
+
+    def on_end(self, run, summary) -> None:
+        self.model = run.model
+        self.after(run.model, run.cfg)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rows as JSONL, without the reader's bookkeeping (_file, _line, _replayed, ...)."""
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n" for r in rows))
+
+
+def stage_config(plan: PlanConfig, strat, t: int, stage: Stage, run_dir: Path, prev: Path | None):
+    raw = copy.deepcopy(plan.base)
+    raw["model"] = raw.get("model") or {}
+    raw["model"] = {"path": raw["model"]} if isinstance(raw["model"], str) else raw["model"]
+    data = dict(stage.data)
+    rows = strat.train_rows(t, stage, stage_rows(stage, "train"))
+    if len(rows) != len(stage_rows(stage, "train")):   # replay: this stage's own rows plus the buffer's
+        mixed = run_dir.parent / f".{run_dir.name}.train.jsonl"
+        if not mixed.is_file():
+            write_rows(mixed, rows)
+        data["train"] = str(mixed)
+    raw["data"] = data
+    ret = raw.setdefault("retention", {})
+    if not any(ret.get(k) for k in ("replay", "l2sp", "ewc", "distill", "max_forgetting")):
+        ret["reference"] = None      # the plan measures forgetting itself, once per stage
+    raw.setdefault("eval", {}).setdefault("before", False)
+    raw["output"] = {"dir": str(run_dir)}
+    return load_config(raw=strat.stage_config(t, raw, prev))
+
+
+def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: Path, tok, quiet: bool, say) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    strat = STRATEGIES[plan.strategy.name](plan.strategy, folder)
+    mfile = folder / "matrix.json"
+    names = [stages[i].name for i in order]
+    state = json.loads(mfile.read_text()) if mfile.is_file() else {"order": names, "R": [], "probe": []}
+    cfg0 = load_config(raw={**copy.deepcopy(plan.base), "data": stages[order[0]].data})
+    device = pick_device(cfg0.train.device)
+    precision = resolve_precision(cfg0.train.precision, device)
+    n = cfg0.eval.max_examples
+    scorer = lambda m, i: score(m.to(device), stages[order[i]], tok, device=device, precision=precision, n=n)  # noqa: E731
+    base = load_base(cfg0, tokenizer=tok)[0].to(device)
+    probe = Retention(cfg0.retention.model_copy(update={"reference": plan.base.get("retention", {}).get(
+        "reference", "auto") or "auto", "replay": 0.0, "l2sp": 0.0, "ewc": 0.0, "distill": 0.0}), base, tok,
+        device=device, precision=precision, seed=cfg0.train.seed, batch_size=cfg0.train.batch_size)
+    if not state["R"]:
+        state["R"].append([scorer(base, i) for i in range(len(order))])
+        state["probe"].append({"ref_nll_change": 0.0, "kl_to_base": 0.0})
+        mfile.write_text(json.dumps(state, indent=1))
+    prev = None
+    for t, si in enumerate(order, 1):
+        run_dir = folder / f"{t:02d}-{stages[si].name}"
+        if len(state["R"]) <= t:
+            model = _train_stage(plan, strat, t, stages[si], run_dir, prev, tok, quiet)
+            load = lambda i: base if i is None else load_run(folder / f"{i + 1:02d}-{names[i]}")[1]  # noqa: E731
+            state["R"].append([scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
+            m = strat.eval_model(t, t - 1, model, load)
+            state["probe"].append({k: probe.measure(m)[k] for k in ("ref_nll_change", "kl_to_base")})
+            mfile.write_text(json.dumps(state, indent=1))
+            say(f"[continual] {folder.name} stage {t} ({stages[si].name}): R[{t}] = "
+                + ", ".join(f"{x:.3f}" for x in state["R"][t]))
+        prev = run_dir
+    return {**state, **matrix_summary(state["R"]), **state["probe"][-1]}
+
+
+def _train_stage(plan, strat, t: int, stage: Stage, run_dir: Path, prev, tok, quiet: bool):
+    """One stage as an ordinary run; resumed from its last checkpoint when it was cut short."""
+    cfg = stage_config(plan, strat, t, stage, run_dir, prev)
+    cap = _Capture(lambda model, c: strat.after_stage(t, stage, model, c, tok))
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step-*"))
+    train(cfg, resume=resume, quiet=quiet, model=strat.start_model(t, cfg), callbacks=[cap, *strat.callbacks(t, stage)])
+    return cap.model
+
+
+def references(plan: PlanConfig, stages: list[Stage], root: Path, tok, quiet: bool) -> dict:
+    """Optional bounds beside the sequence: every stage at once from the base model (joint), and each
+    stage alone from the base model (single), scored on every stage / on its own."""
+    out: dict = {}
+    strat = STRATEGIES["naive"](plan.strategy, root / "references")
+    if plan.references.joint:
+        if len({s.fmt for s in stages}) > 1:
+            raise ConfigError("references.joint trains every stage's rows at once, which needs one trained format")
+        rows = [r for s in stages for r in stage_rows(s, "train")]
+        random.Random(plan.strategy.seed).shuffle(rows)
+        joint = Stage("joint", stages[0].fmt, root / "references" / "joint.jsonl", stages[0].heldout, None,
+                      {**stages[0].data, "train": str(root / "references" / "joint.jsonl")}, "neg_nll")
+        joint.train.parent.mkdir(parents=True, exist_ok=True)
+        if not joint.train.is_file():
+            write_rows(joint.train, rows)
+        out["joint"] = _score_all(_train_stage(plan, strat, 1, joint, root / "references" / "joint", None, tok, quiet),
+                                  plan, stages, tok)
+    if plan.references.single:
+        out["single"] = {s.name: _score_all(_train_stage(plan, strat, 1, s, root / "references" / f"single-{s.name}",
+                                                         None, tok, quiet), plan, [s], tok)[s.name] for s in stages}
+    return out
+
+
+def _score_all(model, plan: PlanConfig, stages: list[Stage], tok) -> dict:
+    cfg = load_config(raw={**copy.deepcopy(plan.base), "data": stages[0].data})
+    device = pick_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    return {s.name: score(model.to(device), s, tok, device=device, precision=precision, n=cfg.eval.max_examples)
+            for s in stages}
+
+
+def aggregate(orders: list[dict]) -> dict:
+    """Mean and spread (population stdev) over orders of every metric and of the final probe."""
+    keys = [k for k in (*METRICS, "ref_nll_change", "kl_to_base") if all(o.get(k) is not None for o in orders)]
+    return {"mean": {k: statistics.fmean(o[k] for o in orders) for k in keys},
+            "spread": {k: statistics.pstdev(o[k] for o in orders) for k in keys}}
+
+
+def table(out: dict) -> str:
+    m, s = out["mean"], out["spread"]
+    cols = [k for k in (*METRICS, "ref_nll_change", "kl_to_base") if k in m]
+    head = "| strategy | " + " | ".join(cols) + " |\n|---|" + "---:|" * len(cols)
+    cells = [f"{m[k]:+.3f}" + (f" ± {s[k]:.3f}" if len(out["orders"]) > 1 else "") for k in cols]
+    return head + f"\n| {out['strategy']['name']} | " + " | ".join(cells) + " |"

@@ -1,0 +1,132 @@
+"""The run directory: what tailorlm writes there, how it knows a folder is its own, what it deletes.
+
+tailorlm marks every run directory it creates with `.tailorlm-run` (JSON), whose state is `setup`
+until the first step starts and `training` from then on, and deletes only what it recognises:
+
+- a folder without the marker (a project folder, `.`, a folder of data) is never emptied, whatever
+  output.overwrite says; nor a marked one that also holds something tailorlm does not write there
+  (a user's notes); nor, to replace a run, the current directory or a folder holding it;
+- a marked folder still in `setup` holds no run (its start failed: bad data, a wrong model path, a
+  signal), so the same command starts again in it; one in `training` holds a run, which only
+  `--resume` continues and only output.overwrite=true replaces.
+
+Every check runs before anything is deleted, and the marker is deleted last, so a folder emptied
+halfway (a kill) is still recognised the next time. A resume with nothing usable to resume from
+(killed before the first checkpoint, every checkpoint corrupt) says so and starts a clean run in
+place: log, base evaluation and data audit done again, not appended to.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..atomic import holds_cwd, is_debris_of, write_text
+from ..config import Config, to_yaml
+from ..errors import RunExistsError
+from . import checkpoint
+
+MARKER = ".tailorlm-run"
+# everything tailorlm writes at the top of a run directory (and, hidden, their temporaries)
+OWN = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "summary.json", "base_eval.json",
+       "audit.json", MARKER)
+
+
+@dataclass
+class Start:
+    """Where a run starts: its directory, the checkpoint it resumes from (None: step 0), and what
+    preparing it found and did (said once the console exists)."""
+    run_dir: Path
+    resume_from: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def is_own(name: str) -> bool:
+    return name in OWN or any(is_debris_of(name, o) for o in OWN)
+
+
+def state(run: Path) -> str | None:
+    """The marker's state, or None where there is no (readable) marker: not a folder tailorlm made."""
+    try:
+        return json.loads((run / MARKER).read_text()).get("state")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def mark(run: Path, new_state: str) -> None:
+    write_text(run / MARKER, json.dumps({"tool": "tailorlm", "state": new_state}) + "\n")
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> Start:
+    """Validate output.dir, then (only then) clear what a fresh start replaces; write config.yaml."""
+    run = Path(cfg.output.dir)
+    if run.exists() and not run.is_dir():
+        raise RunExistsError(f"output.dir {run} is a file, not a folder; nothing was changed. "
+                             "Fix: output.dir=<a new or empty folder>")
+    start = _resume_point(run) if resume else Start(run)
+    if start.resume_from is None:
+        if not resume:
+            _claim(run, cfg.output.overwrite)
+        run.mkdir(parents=True, exist_ok=True)
+        mark(run, "setup")
+    write_text(run / "config.yaml", to_yaml(cfg))
+    return start
+
+
+def _claim(run: Path, overwrite: bool) -> None:
+    """A fresh run may start in `run`: new, empty, a failed start, or (overwrite) a run of tailorlm's.
+    Raises, having deleted nothing, for anything else."""
+    if not run.is_dir() or not any(run.iterdir()):
+        return
+    st = state(run)
+    if st is None:
+        raise RunExistsError(f"{run} is not empty and is not a tailorlm run (no {MARKER}); nothing was deleted. "
+                             "Fix: output.dir=<a new or empty folder>")
+    foreign = sorted(p.name for p in run.iterdir() if not is_own(p.name))
+    if foreign:
+        raise RunExistsError(f"{run} holds files tailorlm did not write ({', '.join(foreign[:3])}); nothing was "
+                             "deleted. Fix: move them out, or another output.dir")
+    if st != "setup":
+        if not overwrite:
+            raise RunExistsError(f"{run} already holds a run. Fix: tailorlm train --resume {run} to continue it, "
+                                 "a new output.dir, or output.overwrite=true to replace it")
+        if holds_cwd(run):
+            raise RunExistsError(f"{run} is the current directory (or holds it); tailorlm does not empty it. "
+                                 "Fix: run from another directory, or another output.dir")
+    _empty(run)
+
+
+def _empty(run: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete tailorlm's own entries in `run` and nothing else; the marker last."""
+    for p in sorted(run.iterdir(), key=lambda p: p.name == MARKER):
+        if is_own(p.name) and p.name not in keep:
+            _remove(p)
+
+
+def _resume_point(run: Path) -> Start:
+    """The newest usable checkpoint; the debris of interrupted writes and the unusable checkpoints
+    removed. With none: the run's own files cleared (config.yaml kept) for a clean start in place."""
+    notes = []
+    if run.is_dir():
+        for p in run.iterdir():
+            if p.name.startswith(".") and p.name != MARKER and is_own(p.name):
+                _remove(p)
+                notes.append(f"removed {p.name}: left by an interrupted write")
+    last, found = checkpoint.latest(run / "checkpoints")
+    notes += found
+    if last is None:
+        notes.append(f"nothing could be resumed in {run} (no verified checkpoint); starting a clean run in place: "
+                     "the log, the base evaluation and the data audit start again")
+        if run.is_dir():
+            _empty(run, keep=("config.yaml", MARKER))
+        return Start(run, None, notes)
+    return Start(run, last, notes + checkpoint.discard(run / "checkpoints", last))
+
+
+def _remove(p: Path) -> None:
+    """One entry; a link is removed, never followed."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
