@@ -23,7 +23,7 @@ from ..train import Callback, train
 from .metrics import summary as matrix_summary
 from .report import write_report
 from .plan import PlanConfig, out_dir, stage_order
-from .stages import Stage, prepare_stages, score, stage_rows
+from .stages import Stage, prepare_stages, score, stage_rows, write_rows
 from .strategies import STRATEGIES
 
 METRICS = ("ACC", "BWT", "FWT", "F", "LA")
@@ -60,18 +60,14 @@ class _Capture(Callback):
         self.after(run.model, run.cfg)
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Rows as JSONL, without the reader's bookkeeping (_file, _line, _replayed, ...)."""
-    path.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n" for r in rows))
-
-
 def stage_config(plan: PlanConfig, strat, t: int, stage: Stage, run_dir: Path, prev: Path | None):
     raw = copy.deepcopy(plan.base)
     raw["model"] = raw.get("model") or {}
     raw["model"] = {"path": raw["model"]} if isinstance(raw["model"], str) else raw["model"]
     data = dict(stage.data)
-    rows = strat.train_rows(t, stage, stage_rows(stage, "train"))
-    if len(rows) != len(stage_rows(stage, "train")):   # replay: this stage's own rows plus the buffer's
+    own = stage_rows(stage, "train")
+    rows = strat.train_rows(t, stage, own)
+    if len(rows) != len(own):   # replay: this stage's own rows plus the buffer's
         mixed = run_dir.parent / f".{run_dir.name}.train.jsonl"
         if not mixed.is_file():
             write_rows(mixed, rows)
@@ -91,6 +87,8 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
     mfile = folder / "matrix.json"
     names = [stages[i].name for i in order]
     state = json.loads(mfile.read_text()) if mfile.is_file() else {"order": names, "R": [], "probe": []}
+    if len(state["R"]) > len(order):   # finished earlier: read back, no model loaded
+        return _result(state)
     cfg0 = load_config(raw={**copy.deepcopy(plan.base), "data": stages[order[0]].data})
     device = pick_device(cfg0.train.device)
     precision = resolve_precision(cfg0.train.precision, device)
@@ -117,6 +115,11 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
             say(f"[continual] {folder.name} stage {t} ({stages[si].name}): R[{t}] = "
                 + ", ".join(f"{x:.3f}" for x in state["R"][t]))
         prev = run_dir
+    return _result(state)
+
+
+def _result(state: dict) -> dict:
+    """An order's matrix and probe with the metrics of R and the last stage's forgetting."""
     return {**state, **matrix_summary(state["R"]), **state["probe"][-1]}
 
 

@@ -50,13 +50,13 @@ def _prepare(spec: dict, folder: Path, tok, seed: int) -> Stage:
     labels = (dcfg.labels or sorted({str(r[dcfg.label_field or "label"]) for r in rows})) \
         if fmt == "classification" else None
     fm = Formatter(fmt, tok, dcfg, labels)
-    convert = _as_instruction(fm) if fmt in ("classification", "instruction") else _as_is
+    convert = _as_instruction(fm) if fmt in ("classification", "instruction") else dict
     trained = "instruction" if fmt in ("classification", "instruction") else fmt
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / "train.jsonl", folder / "heldout.jsonl"
     for path, part in zip(paths, (rows, heldout)):
         if not path.is_file():   # written once: a resumed plan trains on exactly the same rows
-            path.write_text("".join(json.dumps(convert(r)) + "\n" for r in part))
+            write_rows(path, [convert(r) for r in part])
     data = {"train": str(paths[0]), "val": str(paths[1]), "format": trained, "max_length": dcfg.max_length,
             "too_long": dcfg.too_long, "system": dcfg.system, "chat_template": dcfg.chat_template,
             "packing": dcfg.packing, "audit": False}
@@ -71,8 +71,9 @@ def _as_instruction(fm: Formatter):
     return convert
 
 
-def _as_is(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rows as JSONL, without the reader's bookkeeping (_file, _line, _replayed, ...)."""
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n" for r in rows))
 
 
 def stage_rows(stage: Stage, which: str = "heldout") -> list[dict]:
