@@ -30,11 +30,11 @@ LAYERS = [
     {"methods"},
     {"config"},
     {"audit"},
-    {"forward", "device", "seed", "build"},
-    {"eval"},
-    {"retention", "export"},
+    {"forward", "device", "seed", "build", "plan"},
+    {"eval", "probes"},
+    {"retention", "export", "report"},
     {"train"},
-    {"continual"},
+    {"continual", "compare"},
     {"commands", "demo", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -15,9 +15,18 @@ import warnings
 from ..errors import TailorError
 
 # subcommand -> its module in this package
-COMMANDS = {"train": "train", "eval": "evaluate", "generate": "generate", "demo": "demo", "audit": "audit",
-            "models": "models", "methods": "methods", "export": "export", "presets": "presets",
-            "continual": "continual"}
+COMMANDS = {
+    "train": "train",
+    "eval": "evaluate",
+    "generate": "generate",
+    "demo": "demo",
+    "audit": "audit",
+    "models": "models",
+    "methods": "methods",
+    "export": "export",
+    "presets": "presets",
+    "continual": "continual",
+}
 
 EXAMPLES = """examples:
   tailorlm presets                                       the shipped configs
