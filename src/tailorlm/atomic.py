@@ -11,6 +11,7 @@ Temporary names are hidden and start with the name they stand for (`.config.yaml
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -79,3 +80,18 @@ def is_debris_of(name: str, owned: str) -> bool:
 def holds_cwd(path: Path) -> bool:
     """Is `path` the current directory or one of its parents (never deleted, whatever it holds)?"""
     return Path.cwd().resolve().is_relative_to(path.resolve())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every record of an append-only JSONL log (metrics.jsonl); a line cut short by a kill in the
+    middle of an append is left out, so a run that is still going or was killed reads whole."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

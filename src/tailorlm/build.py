@@ -64,6 +64,7 @@ def resolve_paths(cfg: Config) -> Config:
     if r.reference != "auto":
         r.reference = _absolute(r.reference)
     r.replay_data = _absolute(r.replay_data)
+    cfg.bias.probes, cfg.bias.swaps = _absolute(cfg.bias.probes), _absolute(cfg.bias.swaps)
     return cfg
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -102,6 +103,23 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = F("auto", "`auto`: CUDA when there is one")
     seed: int = F(0, "data order, split, initialisation")
     gradient_checkpointing: bool = F(False, "trade compute for activation memory")
+    plan_check: bool = F(True, "before the model loads, refuse a run whose predicted peak memory (`tailorlm plan`) "
+                         "exceeds `memory_limit` or the free memory, naming a change that fits")
+    memory_limit: Union[int, str, None] = F(None, "the memory the plan check allows, e.g. `16GiB` (a number: "
+                                            "bytes); null: what the machine has free (CUDA free memory, "
+                                            "MemAvailable, the cgroup limit)")
+    optimizer_impl: Literal["default", "foreach", "fused"] = F(
+        "default", "AdamW's kernel: `foreach` (one multi-tensor op per step) or `fused` (one kernel, CPU too); "
+        "`default`: fused on CUDA, torch's per-parameter loop on CPU")
+    loss_chunk: Optional[int] = F(
+        None, "LM head + cross-entropy at label positions only, this many positions at a time, each chunk's "
+        "logits recomputed in backward (the positions x vocab logits never exist at once); null: one LM head "
+        "call over the kept columns", ge=1)
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = F(
+        "off", "`torch.compile` each transformer block with this mode (the first steps pay the compilation)")
+    frozen_bottom: bool = F(
+        False, "run the blocks below the lowest adapted one without autograd (LoRA/adapters on the top layers; "
+        "matters with gradient checkpointing, which otherwise recomputes and back-propagates through them)")
     log_every: int = F(10, "steps between metrics.jsonl records", ge=1)
     eval_every: int = F(50, "steps between evaluations", ge=1)
     save_every: int = F(50, "steps between checkpoints", ge=1)
@@ -111,6 +129,22 @@ class TrainConfig(Strict):
     parallel: Literal["none", "ddp", "fsdp"] = F(
         "none", "under torchrun: `ddp` (a copy per process) or `fsdp` (FSDP2 shards); see \"Many processes\"")
     callbacks: list[str] = F([], "extra loop callbacks by import path (`\"my_pkg.hooks:Timer\"`); see \"Plugging in\"")
+    report_to: list[Literal["tensorboard", "mlflow", "trackio", "wandb"]] = F(
+        [], "experiment trackers fed on rank 0, all local (in the run folder; W&B offline); each an extra, "
+            "`pip install 'tailorlm[wandb]'`; one that fails warns once and is switched off; see \"Trackers\"")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, v: Any) -> Any:
+        """`report_to: wandb` is a list of one, `none` of none; an unknown name gets the closest one."""
+        v = ([] if v == "none" else [v]) if isinstance(v, str) else v
+        known = typing.get_args(typing.get_args(cls.model_fields["report_to"].annotation)[0])
+        for name in v if isinstance(v, list) else []:
+            if name not in known:
+                near = difflib.get_close_matches(str(name), known, n=1)
+                hint = f" Did you mean {near[0]!r}?" if near else ""
+                raise ValueError(f"unknown tracker {name!r}; choose from {', '.join(known)}.{hint}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -123,7 +157,7 @@ class TrainConfig(Strict):
         return v
 
 
-DEFAULT_METRICS = ["val_loss", "accuracy", "generation", "fewshot", "retention"]
+DEFAULT_METRICS = ["val_loss", "accuracy", "generation", "fewshot", "retention", "canaries"]   # canaries: only when configured
 
 
 class EvalConfig(Strict):
@@ -162,6 +196,41 @@ class RetentionConfig(Strict):
     temperature: float = F(1.0, "distillation temperature", gt=0)
 
 
+class CanaryConfig(Strict):
+    count: int = F(0, "secrets inserted at each repetition level as extra training rows (recorded in RUN/canaries.json, "
+                   "never in your files); 0 = off", ge=0)
+    repetitions: list[int] = F(default_factory=lambda: [1, 4, 16], doc="how many copies of a level's secrets are trained on")
+    pattern: str = F("my account number is {digits:9}", "the canary text; `{digits:N}` / `{letters:N}` is the random secret")
+    references: int = F(1000, "never-inserted secrets each canary is ranked among: exposure = log2(references+1) - "
+                        "log2(rank)", ge=8)
+
+    @field_validator("repetitions")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        if not v or any(r < 1 for r in v) or len(set(v)) != len(v):
+            raise ValueError(f"privacy.canaries.repetitions {v}: distinct counts of at least 1, e.g. [1, 4, 16]")
+        return v
+
+
+class PrivacyConfig(Strict):
+    canaries: CanaryConfig = F(default_factory=CanaryConfig, doc="canaries (Carlini et al. 2019); see `tailorlm privacy`")
+    sample: int = F(64, "training and held-out examples each the membership and extraction evaluators score", ge=2)
+    prefix_tokens: int = F(32, "extraction: prompt with an example's first k tokens (after the template all share)", ge=1)
+    suffix_tokens: int = F(32, "...and call it extracted when greedy decoding reproduces the next m exactly", ge=1)
+
+
+class BiasConfig(Strict):
+    probes: Optional[str] = F(None, "pairs for the `bias` evaluator and `tailorlm bias`: a CrowS-Pairs CSV, a BBQ JSONL "
+                              "or a pairs YAML; null = the shipped set (7 categories, 264 pairs)")
+    max_pairs: int = F(140, "`bias` evaluator: pairs (or BBQ questions) scored at each evaluation, a seeded sample "
+                       "across categories (140: 20 of each shipped category; a group under 10 never warns)", ge=2)
+    swaps: Optional[str] = F(None, "`flips`: swap lists, YAML `axis: [[term, partner], ...]`; null = the shipped "
+                             "ones (gender, names, ethnicity, religion, age, nationality, airline companies)")
+    flip_rows: int = F(100, "`flips` evaluator: held-out rows swapped at each evaluation", ge=1)
+    threshold: float = F(0.05, "warn when tuning raises a bias score (|stereotype share - 0.5|, s_DIS, s_AMB) or a "
+                         "flip rate significantly and by more than this", ge=0)
+
+
 class OutputConfig(Strict):
     dir: str = F("runs/run", "the run directory")
     overwrite: bool = F(False, "replace a run already there")
@@ -177,6 +246,8 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     retention: RetentionConfig = RetentionConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    bias: BiasConfig = BiasConfig()
     output: OutputConfig = OutputConfig()
 
     @field_validator("model", mode="before")

@@ -40,3 +40,25 @@ def autocast(device: str, precision: str):
     if precision != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def proc_status(*keys: str) -> dict[str, int]:
+    """Bytes of /proc/self/status's entries `keys` (VmRSS: resident now, VmHWM: its peak); {} off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            return {k: int(v.split()[0]) * 1024 for k, v in (line.split(":", 1) for line in fh if ":" in line)
+                    if k in keys}
+    except (OSError, ValueError):
+        return {}
+
+
+def memory_mb(device: str) -> dict:
+    """Memory now, for each step's record (MiB): the process's resident set and its peak so far (Linux
+    /proc/self/status VmRSS, VmHWM; absent elsewhere), and on CUDA the tensors allocated and their peak
+    (torch.cuda.memory_allocated / max_memory_allocated). Reading them costs microseconds."""
+    vm = proc_status("VmRSS", "VmHWM")
+    out = {"rss_mb": vm["VmRSS"] / 2**20, "peak_rss_mb": vm["VmHWM"] / 2**20} if len(vm) == 2 else {}
+    if device == "cuda":
+        out.update(cuda_mem_mb=torch.cuda.memory_allocated() / 2**20,
+                   cuda_peak_mem_mb=torch.cuda.max_memory_allocated() / 2**20)
+    return out

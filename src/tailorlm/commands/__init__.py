@@ -26,6 +26,12 @@ COMMANDS = {
     "export": "export",
     "presets": "presets",
     "continual": "continual",
+    "plan": "plan",
+    "explain": "explain",
+    "privacy": "privacy",
+    "bias": "bias",
+    "compare": "compare",
+    "report": "report",
 }
 
 EXAMPLES = """examples:
@@ -36,6 +42,7 @@ EXAMPLES = """examples:
   tailorlm eval runs/my-run                              held-out scores of a run
   tailorlm generate runs/my-run --prompt "My bag is lost"
   tailorlm export runs/my-run --merge --out exported/my-run
+  tailorlm report runs/my-run                            the run as one HTML page (report.html)
 
 `tailorlm COMMAND --help` for each command's options."""
 

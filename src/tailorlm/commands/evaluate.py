@@ -32,6 +32,7 @@ def evaluate_target(target: str, overrides: list[str]) -> dict:
     from ..data import build_data
     from ..device import pick_device, resolve_precision
     from ..eval.evaluators import EvalContext, evaluate
+    from ..progress import phase
 
     p = Path(target)
     if p.is_dir():
@@ -42,4 +43,5 @@ def evaluate_target(target: str, overrides: list[str]) -> dict:
         model, tok, data = build(cfg)
     device = pick_device(cfg.train.device)
     cfg.train.precision = resolve_precision(cfg.train.precision, device)
-    return evaluate(model.to(device), EvalContext(cfg, data, device))   # (fewshot, retention: a run's step 0 only)
+    with phase("evaluation"):
+        return evaluate(model.to(device), EvalContext(cfg, data, device))   # (fewshot, retention: step 0 only)

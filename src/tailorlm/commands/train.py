@@ -17,6 +17,8 @@ def add_arguments(p) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=1e-4 method.r=8")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this directory from its last good checkpoint")
     p.add_argument("--preset", metavar="NAME", help="a config shipped with tailorlm (tailorlm presets lists them)")
+    p.add_argument("--no-plan-check", action="store_true", help="start even when tailorlm plan predicts more memory "
+                   "than there is (train.plan_check=false)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or setup lines: evaluations, warnings "
                    "and errors only")
 
@@ -36,6 +38,8 @@ def run(a) -> int:
                           "the presets")
     else:
         cfg = load_config(a.config, a.overrides)
+    if a.no_plan_check:
+        cfg.train.plan_check = False
     summary = train(cfg, resume=bool(a.resume), quiet=a.quiet)
     if os.environ.get("RANK", "0") != "0":   # under torchrun, rank 0 speaks for the job
         return 0

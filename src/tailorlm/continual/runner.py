@@ -18,6 +18,7 @@ from ..build import load_base, load_run, tokenizer_for
 from ..config import load_config
 from ..device import pick_device, resolve_precision
 from ..errors import ConfigError
+from ..progress import phase, quiet as quiet_progress
 from ..retention.session import Retention
 from ..train import Callback, train
 from .metrics import summary as matrix_summary
@@ -37,8 +38,9 @@ def run_plan(plan: PlanConfig, quiet: bool = False, say=print) -> dict:
     if STRATEGIES[plan.strategy.name].needs_same_format and len({s.fmt for s in stages}) > 1:
         raise ConfigError(f"strategy {plan.strategy.name} mixes stages' rows, which needs one trained format; "
                           f"the stages are {sorted({s.fmt for s in stages})}")
-    orders = [run_order(plan, stages, stage_order(plan, k), root / f"order-{k}", tok, quiet, say)
-              for k in range(plan.orders)]
+    with quiet_progress(quiet):
+        orders = [run_order(plan, stages, stage_order(plan, k), root / f"order-{k}", tok, quiet, say)
+                  for k in range(plan.orders)]
     out = {"strategy": plan.strategy.model_dump(), "orders": orders, **aggregate(orders),
            "references": references(plan, stages, root, tok, quiet)}
     if plan.strategy.name == "adapter_per_task":
@@ -95,11 +97,13 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
     n = cfg0.eval.max_examples
     scorer = lambda m, i: score(m.to(device), stages[order[i]], tok, device=device, precision=precision, n=n)  # noqa: E731
     base = load_base(cfg0, tokenizer=tok)[0].to(device)
-    probe = Retention(cfg0.retention.model_copy(update={"reference": plan.base.get("retention", {}).get(
-        "reference", "auto") or "auto", "replay": 0.0, "l2sp": 0.0, "ewc": 0.0, "distill": 0.0}), base, tok,
-        device=device, precision=precision, seed=cfg0.train.seed, batch_size=cfg0.train.batch_size)
+    with phase(f"{folder.name}: retention reference"):
+        probe = Retention(cfg0.retention.model_copy(update={"reference": plan.base.get("retention", {}).get(
+            "reference", "auto") or "auto", "replay": 0.0, "l2sp": 0.0, "ewc": 0.0, "distill": 0.0}), base, tok,
+            device=device, precision=precision, seed=cfg0.train.seed, batch_size=cfg0.train.batch_size)
     if not state["R"]:
-        state["R"].append([scorer(base, i) for i in range(len(order))])
+        with phase(f"{folder.name}: the base model on every task"):
+            state["R"].append([scorer(base, i) for i in range(len(order))])
         state["probe"].append({"ref_nll_change": 0.0, "kl_to_base": 0.0})
         mfile.write_text(json.dumps(state, indent=1))
     prev = None
@@ -108,9 +112,10 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
         if len(state["R"]) <= t:
             model = _train_stage(plan, strat, t, stages[si], run_dir, prev, tok, quiet)
             load = lambda i: base if i is None else load_run(folder / f"{i + 1:02d}-{names[i]}")[1]  # noqa: E731
-            state["R"].append([scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
-            m = strat.eval_model(t, t - 1, model, load)
-            state["probe"].append({k: probe.measure(m)[k] for k in ("ref_nll_change", "kl_to_base")})
+            with phase(f"{folder.name}: stage {t} on every task"):
+                state["R"].append([scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
+                m = strat.eval_model(t, t - 1, model, load)
+                state["probe"].append({k: probe.measure(m)[k] for k in ("ref_nll_change", "kl_to_base")})
             mfile.write_text(json.dumps(state, indent=1))
             say(f"[continual] {folder.name} stage {t} ({stages[si].name}): R[{t}] = "
                 + ", ".join(f"{x:.3f}" for x in state["R"][t]))

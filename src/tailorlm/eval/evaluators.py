@@ -19,6 +19,15 @@ evaluator returns {} where it does not apply (accuracy on text data, generation 
                 2020), the baseline tuning must beat                            eval/tasks.py
     retention   forgetting on general text: reference NLL, its change from the base, and
                 KL(base || tuned) at fixed positions                            retention/probe.py
+    canaries    privacy.canaries: mean exposure per repetition level and of never-inserted secrets
+                (Carlini et al. 2019); on by default, {} unless canaries are configured
+    membership  membership-inference AUC, training vs held-out sample: NLL_tuned - NLL_base and
+                NLL alone (`mia_auc`, `mia_loss_auc`)
+    extraction  discoverable extraction rates, training vs held-out (Carlini et al. 2022)
+                                                                                probes/privacy_eval.py
+    bias, flips stereotype-pair bias (CrowS-Pairs / BBQ) and counterfactual flip rate, base beside
+                tuned with a paired interval; `bias_warning` / `flips_warning` past bias.threshold
+                                                                                probes/bias_eval.py
 
 An evaluator with no data to score returns {} (an empty validation set has no loss, not loss 0).
 A user's evaluator plugs in without editing tailorlm: `EVALUATORS["name"] = fn`, or an import path
@@ -37,6 +46,8 @@ from typing import Any, Callable, Optional
 import torch
 
 from ..errors import ConfigError
+from ..probes.bias_eval import bias_scores, flip_scores
+from ..probes.privacy_eval import canary_scores, extraction_scores, membership_scores
 from .generate import generation_eval
 from .metrics import val_loss
 from .tasks import ACCURACY
@@ -121,6 +132,11 @@ EVALUATORS: dict[str, Evaluator] = {
     "generation": generation_scores,
     "fewshot": fewshot_scores,
     "retention": retention_scores,
+    "canaries": canary_scores,          # privacy: probes/privacy_eval.py (Carlini et al. 2019, 2022)
+    "membership": membership_scores,
+    "extraction": extraction_scores,
+    "bias": bias_scores,                # bias: probes/bias_eval.py (CrowS-Pairs, BBQ; counterfactual flips)
+    "flips": flip_scores,
 }
 
 

@@ -5,6 +5,7 @@ import torch
 
 from ..data.tokenize import fitted_prompt
 from ..forward import eval_mode, left_padded
+from ..progress import track
 from .text_metrics import generation_scores
 
 
@@ -14,7 +15,7 @@ def generation_eval(model, data, rows: list[dict], max_new_tokens: int, device: 
     fm, tok = data.formatter, data.formatter.tok
     samples = []
     with eval_mode(model), left_padded(tok):
-        for i in range(0, len(rows), 8):
+        for i in track(range(0, len(rows), 8), "generation", total=len(rows), step=8):
             pairs = [fitted_prompt(fm, r, fm.dcfg.max_length) for r in rows[i:i + 8]]
             enc = tok([fm.prompt_text(p) for p, _ in pairs], return_tensors="pt", padding=True,
                       add_special_tokens=False).to(device)

@@ -7,18 +7,20 @@ import torch
 
 from ..device import autocast
 from ..forward import LOSSES, batcher, eval_mode
+from ..progress import track
 
 
 @torch.no_grad()
 def val_loss(model, examples, *, pad_id: int, device: str, precision: str, batch_size: int = 16,
-             packing: bool = True, row_tokens: int = 512, task: str = "causal_lm") -> dict:
+             packing: bool = True, row_tokens: int = 512, task: str = "causal_lm", name: str = "val_loss") -> dict:
     """Token-weighted mean NLL over the examples' target tokens, and its perplexity (for a
-    classification head: the mean cross-entropy over examples, `tokens` counting examples)."""
+    classification head: the mean cross-entropy over examples, `tokens` counting examples). `name`:
+    what the progress lines call it."""
     make_batch = batcher(model, task=task, pad_id=pad_id, packing=packing, row_tokens=row_tokens)
     loss_sum = LOSSES[task]
     total, n = 0.0, 0
     with eval_mode(model):
-        for i in range(0, len(examples), batch_size):
+        for i in track(range(0, len(examples), batch_size), name, total=len(examples), step=batch_size):
             batch = make_batch(examples[i:i + batch_size]).to(device)
             with autocast(device, precision):
                 s, k = loss_sum(model, batch)

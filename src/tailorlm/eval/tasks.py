@@ -16,6 +16,7 @@ from ..data.tokenize import IGNORE, Example, bos_prefix, fitted_prompt, tokenize
 from ..device import autocast
 from ..forward import batcher, class_logits, eval_mode, lm_logits
 from ..methods.base import sequence_layout
+from ..progress import track
 
 
 def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
@@ -57,7 +58,7 @@ def score_candidates(model, prompts: list[list[int]], cands: list[list[int]], *,
     single = all(len(c) == 1 for c in cands)
     packing = sequence_layout(model).packing
     scores = torch.empty(len(prompts), len(cands))
-    for i in range(0, len(prompts), batch_size):
+    for i in track(range(0, len(prompts), batch_size), "label scores", total=len(prompts), step=batch_size):
         chunk = prompts[i:i + batch_size]
         if single:
             exs = [Example(p, [IGNORE] * len(p), "", 0, j) for j, p in enumerate(chunk)]
@@ -89,6 +90,15 @@ def score_candidates(model, prompts: list[list[int]], cands: list[list[int]], *,
 def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
                    batch_size: int = 16, shots: list[dict] = ()) -> dict:
     """Accuracy by label likelihood; with `shots` (training rows), k-shot prompting of the same model."""
+    gold, scores = label_scores(model, formatter, rows, device=device, precision=precision, batch_size=batch_size,
+                                shots=shots)
+    return report(gold, [formatter.labels[i] for i in scores.argmax(1).tolist()], formatter.labels)
+
+
+@torch.no_grad()
+def label_scores(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
+                 batch_size: int = 16, shots: list[dict] = ()) -> tuple[list[str], torch.Tensor]:
+    """(gold labels, (rows, labels) summed log-probability of each label word after each row's prompt)."""
     tok, labels = formatter.tok, formatter.labels
     examples = [formatter.prompt_response(r) for r in shots]
     bos = bos_prefix(tok)
@@ -107,25 +117,35 @@ def label_accuracy(model, formatter, rows: list[dict], *, device: str, precision
     with eval_mode(model):
         scores = score_candidates(model, prompts, cands, pad_id=tok.pad_token_id, device=device, precision=precision,
                         batch_size=batch_size)
-    return report(gold, [labels[i] for i in scores.argmax(1).tolist()], labels)
+    return gold, scores
 
 
 @torch.no_grad()
 def class_accuracy(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
                    batch_size: int = 16, shots: list[dict] = ()) -> dict:
     """The same report as label_accuracy, for a classification head: argmax of its logits."""
+    gold, logits = class_scores(model, formatter, rows, device=device, precision=precision, batch_size=batch_size)
+    return report(gold, [formatter.labels[i] for i in logits.argmax(1).tolist()], formatter.labels)
+
+
+@torch.no_grad()
+def class_scores(model, formatter, rows: list[dict], *, device: str, precision: str = "bf16",
+                 batch_size: int = 16, shots: list[dict] = ()) -> tuple[list[str], torch.Tensor]:
+    """(gold labels, (rows, labels) head logits); a row whose label is not one of the head's is skipped."""
     tok, labels = formatter.tok, formatter.labels
     lenient = formatter.dcfg.model_copy(update={"on_error": "skip", "too_long": "truncate"})
     exs, _ = tokenize_classes(rows, tok, lenient, labels, formatter)   # a row with an unknown label: skipped
     make_batch = batcher(model, task="sequence_classification", pad_id=tok.pad_token_id, packing=False,
                          row_tokens=0)
-    pred_idx: list[int] = []
+    out = [torch.empty(0, len(labels))]
     with eval_mode(model):
-        for i in range(0, len(exs), batch_size):
+        for i in track(range(0, len(exs), batch_size), "accuracy", total=len(exs), step=batch_size):
             batch = make_batch(exs[i:i + batch_size]).to(device)
             with autocast(device, precision):
-                pred_idx += class_logits(model, batch).argmax(-1).tolist()
-    return report([labels[e.labels[0]] for e in exs], [labels[i] for i in pred_idx], labels)
+                out.append(class_logits(model, batch).float().cpu())
+    return [labels[e.labels[0]] for e in exs], torch.cat(out)
 
 
 ACCURACY = {"causal_lm": label_accuracy, "sequence_classification": class_accuracy}
+# (gold, (rows, labels) scores whose softmax is the model's label distribution): what probes compare
+LABEL_SCORES = {"causal_lm": label_scores, "sequence_classification": class_scores}

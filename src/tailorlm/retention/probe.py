@@ -14,6 +14,7 @@ from ..data.tokenize import Example
 from ..device import autocast
 from ..eval.metrics import val_loss
 from ..forward import eval_mode, lm_logits
+from ..progress import track
 
 
 def kl_positions(examples: list[Example], every: int = 8) -> list[Example]:
@@ -31,7 +32,8 @@ def next_token_logprobs(model, examples: list[Example], *, pad_id: int, device: 
     """(positions, vocab) log-probabilities at the examples' target columns, in example order."""
     out = []
     with eval_mode(model):
-        for i in range(0, len(examples), batch_size):
+        for i in track(range(0, len(examples), batch_size), "KL positions", total=len(examples), unit="texts",
+                       step=batch_size):
             b = collate(examples[i:i + batch_size], pad_id, packing=False).to(device)
             with autocast(device, precision):
                 logits = lm_logits(model, b, b.keep)               # (rows, K, vocab)
@@ -54,7 +56,8 @@ class Probe:
         self.base_logp: torch.Tensor | None = None
 
     def measure(self, model) -> dict:
-        nll = val_loss(model, self.ref, batch_size=self.batch_size, packing=False, **self.kw)["loss"]
+        nll = val_loss(model, self.ref, batch_size=self.batch_size, packing=False, name="reference NLL",
+                       **self.kw)["loss"]
         logp = next_token_logprobs(model, self.kl_ex, batch_size=self.batch_size, **self.kw)
         if self.base is None:  # step 0: this is the base model
             self.base, self.base_logp = {"ref_nll": nll}, logp

@@ -12,6 +12,7 @@ import torch
 from ..data.read import read_rows
 from ..data.tokenize import Example
 from ..forward import eval_mode, left_padded
+from ..progress import track
 
 TOPICS = ["the history of bridges", "how vaccines work", "the water cycle", "a recipe for bread", "the planet Mars",
           "why the sky is blue", "the rules of chess", "how a computer stores numbers", "the French Revolution",
@@ -46,7 +47,7 @@ def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: s
     out = []
     prompts = [f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}." for i in range(n)]
     with eval_mode(model), left_padded(tok):
-        for i in range(0, n, 8):
+        for i in track(range(0, n, 8), "sampling", total=n, unit="texts", step=8):
             chunk = prompts[i:i + 8]
             if getattr(tok, "chat_template", None):
                 texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,

@@ -69,6 +69,11 @@ class Callbacks:
         return fire
 
 
+def is_logged(rec: dict, tc) -> bool:
+    """A step's record is logged (metrics.jsonl, trackers) every log_every, first, last, and when skipped."""
+    return rec["step"] % tc.log_every == 0 or rec["step"] in (1, tc.steps) or "skipped" in rec
+
+
 class MetricsLogger(Callback):
     """metrics.jsonl: logged steps (every log_every, the first, the last, every skipped one),
     evaluations with their deltas from the base, and what the loop reports (checkpoint errors,
@@ -80,7 +85,7 @@ class MetricsLogger(Callback):
     def on_step_end(self, run, rec: dict) -> None:
         tc = run.cfg.train
         run.eval_ctx.step = run.step   # what the evaluators stamp samples.jsonl with
-        if rec["step"] % tc.log_every == 0 or rec["step"] in (1, tc.steps) or "skipped" in rec:
+        if is_logged(rec, tc):
             self.log.write(rec)
 
     def on_eval(self, run, scores: dict, verdict) -> None:
@@ -105,10 +110,9 @@ class Console(Callback):
         self.quiet, self.bar = quiet, None
 
     def on_start(self, run) -> None:
-        from tqdm.auto import tqdm
+        from ..progress import Progress   # a bar on a terminal; plain lines in a log file
 
-        self.bar = tqdm(total=run.cfg.train.steps, initial=run.step, disable=self.quiet, desc="train",
-                        dynamic_ncols=True)
+        self.bar = Progress(run.cfg.train.steps, "train", "steps", initial=run.step, disable=self.quiet)
 
     def on_step_end(self, run, rec: dict) -> None:
         self.bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['useful_tokens_per_s']:.0f}")
@@ -138,8 +142,8 @@ class Console(Callback):
             self.bar = None
 
     def _say(self, text: str, always: bool) -> None:
-        if self.bar is not None:      # during the loop: above the bar (tqdm writes even when disabled)
-            self.bar.write(text, file=sys.stderr)
+        if self.bar is not None:      # during the loop: above the bar (written even when the bar is disabled)
+            self.bar.write(text)
         elif always or not self.quiet:
             print(text, file=sys.stderr, flush=True)
 

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from ..atomic import write_text
+from ..atomic import read_jsonl, write_text
 
 
 class MetricsLog:
@@ -29,14 +29,4 @@ class MetricsLog:
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """Every record; a line cut short by a kill in the middle of an append is left out."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+read_metrics = read_jsonl   # (in atomic.py, below the report that reads a live run's log too)

@@ -6,11 +6,13 @@ method registry, the evaluator registry and callbacks (train/callbacks.py), neve
 from __future__ import annotations
 
 import gc
+import os
 
 import torch
 
 from ..config import Config
 from ..device import pick_device
+from ..progress import quiet as quiet_progress
 from . import distributed, rundir
 from .phases import due, evaluate_and_select, finish, interrupt, save_checkpoint
 from .setup import setup_run
@@ -21,7 +23,13 @@ from .step import check_finite, train_step
 
 def train(cfg: Config, resume: bool = False, quiet: bool = False, *, model=None, callbacks=()) -> dict:
     """Tune as `cfg` says; returns the summary (also in RUN/summary.json). `model`: what to start from
-    (see setup_run); `callbacks`: objects with any of the Callback methods, run on every rank."""
+    (see setup_run); `callbacks`: objects with any of the Callback methods, run on every rank.
+    Progress of the long evaluations shows on rank 0 unless `quiet` (tailorlm/progress.py)."""
+    with quiet_progress(quiet or os.environ.get("RANK", "0") != "0"):
+        return _train(cfg, resume, quiet, model=model, callbacks=callbacks)
+
+
+def _train(cfg: Config, resume: bool, quiet: bool, *, model, callbacks) -> dict:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     again = (f"Resume with: tailorlm train --resume {cfg.output.dir}" if resume else

@@ -13,6 +13,7 @@ from ..build import start_model, with_method
 from ..errors import TailorError
 from ..eval.evaluators import evaluate
 from ..eval.metrics import deltas, format_scores
+from ..progress import phase
 from . import checkpoint
 from .signals import Interrupted
 
@@ -29,7 +30,8 @@ def evaluate_and_select(run) -> None:
     """Every chosen evaluator (every rank runs the same forwards: FSDP needs it), rank 0's numbers
     decide; the guard picks the best checkpoint and says when to stop early."""
     tc = run.cfg.train
-    scores = run.dist.broadcast(evaluate(run.model, run.eval_ctx))
+    with phase(f"evaluation at step {run.step}"):
+        scores = run.dist.broadcast(evaluate(run.model, run.eval_ctx))
     recent = [h["loss"] for h in run.history[-tc.eval_every:] if math.isfinite(h["loss"])]
     verdict = run.guard.update(run.step, scores, sum(recent) / len(recent) if recent else None)
     run.callbacks.on_eval(run, scores, verdict)
@@ -81,8 +83,10 @@ def finish(run) -> dict:
     cfg, dist, g = run.cfg, run.dist, run.guard
     _final_weights(run)
     _write_final(run)
-    scores = run.scores if run.scores is not None and run.scores.get("step") == run.step else evaluate(
-        run.model, run.eval_ctx)
+    scores = run.scores
+    if scores is None or scores.get("step") != run.step:
+        with phase("final evaluation"):
+            scores = evaluate(run.model, run.eval_ctx)
     scores = {k: v for k, v in scores.items() if k != "step"}
     summary = {"method": cfg.method.name, "steps": run.step, "trainable_params": run.n_trainable,
                "total_params": run.n_total, "train_tokens": run.tokens_seen, "train_time_s": round(run.train_time, 2),

@@ -30,7 +30,7 @@ from . import checkpoint
 MARKER = ".tailorlm-run"
 # everything tailorlm writes at the top of a run directory (and, hidden, their temporaries)
 OWN = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "summary.json", "base_eval.json",
-       "audit.json", MARKER)
+       "audit.json", "env.json", "report.html", "canaries.json", "probes", MARKER)
 
 
 @dataclass

@@ -18,19 +18,24 @@ from ..data.batching import Order
 from ..device import pick_device, resolve_precision
 from ..eval.evaluators import EvalContext, evaluate, resolve
 from ..eval.metrics import format_scores
-from ..forward import LOSSES, batcher
+from ..forward import batcher
 from ..methods import METHODS, count, trainable
+from ..probes.canaries import insert_canaries
+from ..progress import phase
 from ..retention.session import Retention
 from ..seed import seed_everything
 from . import checkpoint
 from .callbacks import Callbacks, Console, MetricsLogger, load_callbacks
 from .distributed import Dist
+from .levers import apply_levers, loss_function
 from .log import MetricsLog
 from .optim import build_optimizer, build_scheduler
-from .preflight import audit_data
+from .preflight import audit_data, plan_check
+from .report_cb import ReportWriter
 from .rundir import prepare_run_dir
 from .select import Guard
 from .state import RunState
+from .trackers import Trackers
 
 
 def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=None, callbacks=(),
@@ -46,10 +51,12 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         cfg.model.init_from, model = str(run_dir_of(model).resolve()), None
     rank_batch = dist.per_rank(tc.batch_size)   # train.batch_size is global; this rank's share (fails fast)
     resolve(cfg.eval.metrics)                   # an unknown evaluator fails before anything loads
+    plan_check(cfg, dist.world, lambda text, always=False: quiet or print(text, flush=True))   # before any weight
     start = dist.on_main(prepare_run_dir, cfg, resume)   # rank 0 prepares the folder; every rank learns how
     run_dir, resume = start.run_dir, start.resume_from is not None   # (nothing usable: a clean start)
     log = MetricsLog(run_dir / "metrics.jsonl") if dist.main else None   # only rank 0 logs and writes files
-    own = [MetricsLogger(log), Console(quiet)] if dist.main else []
+    own = [MetricsLogger(log), Console(quiet), ReportWriter()] if dist.main else []
+    own += [Trackers(tc.report_to)] if dist.main and tc.report_to else []   # train.report_to, rank 0 only
     cbs = Callbacks(own + load_callbacks(tc.callbacks) + list(callbacks))
     say = lambda text, always=False: cbs.on_message(None, text, None, always)  # noqa: E731
     for note in start.notes:
@@ -61,6 +68,9 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         audit_data(cfg, run_dir, say)
 
     model, tok, data = build(cfg, model)
+    if (canaries := insert_canaries(cfg, data, tok, run_dir if dist.main else None)) is not None:   # run only
+        say(f"[tailorlm] privacy: {len(canaries.inserted)} canaries x {canaries.levels()} copies added to the "
+            f"training examples ({data.report['canaries']['rows']} rows; RUN/canaries.json)")
     _write(dist, run_dir / "config.yaml", to_yaml(cfg))   # with what build() pinned (a classifier's labels)
     rep = data.report["train"]
     say(f"[tailorlm] data: {data.fmt}, {len(data.train)} train / {len(data.val)} val examples; "
@@ -75,13 +85,14 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = dist.wrap(model, tc.precision)   # ddp / fsdp in place; the same model object alone
+    apply_levers(model, tc, say)             # train.frozen_bottom, train.compile (both off by default)
     params = trainable(model)
     n_train, n_total = count(model)
     say(f"[tailorlm] method {cfg.method.name}: {n_train:,} of {n_total:,} parameters trainable "
         f"({100 * n_train / n_total:.3f}%)")
     if retention is not None:
         retention.attach(model, params, method)
-    opt = build_optimizer(params, tc.lr, tc.weight_decay, device)
+    opt = build_optimizer(params, tc.lr, tc.weight_decay, device, impl=tc.optimizer_impl)
     run = RunState(
         cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model, tok=tok, data=data, method=method,
         params=params, opt=opt, sched=build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule,
@@ -89,8 +100,9 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         order=Order(len(data.train), rank_batch, tc.seed, groups=data.groups),
         make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
                            row_tokens=cfg.data.max_length),
-        loss_fn=LOSSES[cfg.model.task], guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta,
-                                                    cfg.retention.max_forgetting, cfg.retention.patience),
+        loss_fn=loss_function(cfg.model.task, tc.loss_chunk),
+        guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
+                    cfg.retention.patience),
         eval_ctx=ctx, callbacks=cbs, retention=retention, n_trainable=n_train, n_total=n_total, t_start=t_start,
         base_scores=base_scores)
     if resume:
@@ -110,8 +122,9 @@ def _retention(cfg: Config, model, tok, device: str, say) -> Retention | None:
     """The forgetting probe (and mitigations), built on the base model at step 0."""
     if not (cfg.retention.reference and cfg.model.task == "causal_lm"):
         return None
-    r = Retention(cfg.retention, model, tok, device=device, precision=cfg.train.precision, seed=cfg.train.seed,
-                  batch_size=cfg.train.batch_size)
+    with phase("retention reference"):   # sampling the reference texts, the base model's scores on them
+        r = Retention(cfg.retention, model, tok, device=device, precision=cfg.train.precision, seed=cfg.train.seed,
+                      batch_size=cfg.train.batch_size)
     say(f"[tailorlm] retention probe on {len(r.probe.ref)} reference texts: base NLL {r.base['ref_nll']:.4f}")
     return r
 
@@ -122,7 +135,8 @@ def _score_base(cfg: Config, model, ctx: EvalContext, resume: bool, dist: Dist, 
         return None
     ctx.base = True
     try:
-        scores = evaluate(model, ctx)
+        with phase("base model evaluation"):
+            scores = evaluate(model, ctx)
     finally:
         ctx.base = False
     _write(dist, run_dir / "base_eval.json", json.dumps(scores, indent=1))

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..device import autocast
+from ..device import autocast, memory_mb
 from ..errors import NonFiniteError, OutOfMemory
 from ..forward import lm_loss_sum
 from . import checkpoint
@@ -56,7 +56,7 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
            "useful_tokens_per_s": useful / dt, "epoch": run.order.epoch_of(run.step * tc.grad_accum * dist.world),
            "examples": dist.step_examples(run.order, (run.step - 1) * tc.grad_accum, tc.grad_accum,
                                           [i for b in micro for i in b.ids]),
-           **extra}
+           **memory_mb(run.device), **extra}
     if not finite:
         rec["skipped"] = "non-finite loss or gradient norm"
     return rec, stops > 0

@@ -1,0 +1,82 @@
+"""`tailorlm privacy RUN`: what the tuned model memorised, beside the base model on the same inputs.
+
+Canary exposure (the run's privacy.canaries, from RUN/canaries.json), discoverable extraction on
+training vs held-out examples, membership inference with the base model as the reference; each with
+a bootstrap interval. The training rows are re-read from the run's config (the same seeded split);
+held-out rows are validation and test. Results go to RUN/probes/privacy.json (`tailorlm report`).
+"""
+from __future__ import annotations
+
+import html
+import math
+
+HELP = "memorisation and privacy: canary exposure, extraction, membership inference (base vs tuned)"
+EXAMPLES = """examples:
+  tailorlm privacy runs/my-run                          every probe, 300 examples of each side
+  tailorlm privacy runs/my-run --k 8 --m 8              short rows (tweets): shorter prompts and continuations
+  tailorlm privacy runs/my-run --max-examples 1000      more examples: TPR at low FPR needs them"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run", help="a run directory (its final/ is the tuned model)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the run's stored config (model.path=...)")
+    p.add_argument("--k", type=int, default=None, help="extraction: prompt tokens (default privacy.prefix_tokens)")
+    p.add_argument("--m", type=int, default=None, help="extraction: continuation tokens (default privacy.suffix_tokens)")
+    p.add_argument("--max-examples", type=int, default=300, help="training and held-out examples scored, each (300)")
+
+
+def run(a) -> int:
+    from ..build import load_run, run_dir_of
+    from ..data import build_data
+    from ..device import pick_device, resolve_precision
+    from ..errors import ConfigError
+    from ..probes.canaries import Canaries
+    from ..probes.privacy import privacy_probe
+    from ..probes.store import write_probe
+
+    if (a.k is not None and a.k < 1) or (a.m is not None and a.m < 1) or a.max_examples < 2:
+        raise ConfigError("tailorlm privacy: --k and --m must be at least 1, --max-examples at least 2")
+    run_dir = run_dir_of(a.run)
+    cfg, model, tok = load_run(run_dir, overrides=a.overrides)
+    data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)   # the user's rows only: no canary
+    device = pick_device(cfg.train.device)
+    cfg.train.precision = resolve_precision(cfg.train.precision, device)
+    canaries = Canaries.load(run_dir)
+    k, m = a.k or cfg.privacy.prefix_tokens, a.m or cfg.privacy.suffix_tokens
+    rows, warnings, extra = privacy_probe(model.to(device), cfg, data, canaries, k=k, m=m, n=a.max_examples,
+                                          device=device)
+    note = membership_note(extra["membership"]) if "membership" in extra else None
+    path = write_probe(run_dir, "privacy", title="Memorisation and privacy", rows=rows, warnings=warnings,
+                       extra=extra, html=f"<p>{html.escape(note)}</p>" if note else None)
+    print(table(rows))
+    if note:
+        print(note)
+    for w in warnings:
+        print(f"warning: {w}")
+    if canaries is None:
+        print("no canaries in this run (privacy.canaries.count=0 when it trained)")
+    print(f"written: {path}")
+    return 0
+
+
+def membership_note(mb: dict) -> str:
+    """The AUCs with their own intervals (the table's interval is of the change)."""
+    ci = lambda d: f"{d['value']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"  # noqa: E731
+    return (f"Membership inference, {mb['members']} training vs {mb['non_members']} held-out examples: reference "
+            f"attack AUC {ci(mb['reference_auc'])}; loss attack AUC tuned {ci(mb['loss_auc_tuned'])}, base model "
+            f"(the control: 0.5 = chance) {ci(mb['loss_auc_base'])}.")
+
+
+def _num(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as an aligned text table: metric, group, base, tuned, change [95% interval]."""
+    head = ["metric", "group", "base", "tuned", "change", "95% CI", "n"]
+    body = [[r["metric"], r.get("group", ""), _num(r["base"]), _num(r["tuned"]), f"{r['change']:+.3f}",
+             f"[{_num(r['lo'])}, {_num(r['hi'])}]" + (" *" if r.get("significant") else ""), str(r.get("n", ""))]
+            for r in rows]
+    width = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, width)))
+                     for line in [head] + body)

@@ -1,0 +1,133 @@
+"""From runs to the comparison: each run's figures, then per configuration (and training-set size) the
+mean and spread over seeds, the pairs whose difference is inside the seed spread, and Pareto fronts.
+
+Per run (summary.json's step-0 `base` and its `final`, the scores of final/'s weights):
+
+    gain           tuned - base on the domain metric (base - tuned for a loss: positive is better)
+    gain_fewshot   tuned - the base model's k-shot score (eval.fewshot; Brown et al. 2020): what tuning
+                   adds over putting k training examples in the prompt
+    ref_nll_change per-token NLL change on general text, and kl_to_base KL(base || tuned) at fixed
+                   positions (retention/probe.py): the forgetting
+
+Per configuration over seeds: mean, sd (the sample standard deviation, n - 1; None for one seed), min
+and max. Two configurations' difference is "within seed spread" when |mean_a - mean_b| <= sd_a + sd_b:
+their mean +- sd intervals overlap, so a rerun with other seeds may well order them the other way
+(PEFT's method-comparison suite runs one seed; its maintainers note seed spread can exceed the
+differences between methods). Equal means with no spread at all (both seeds of both on the same
+accuracy) count as within: nothing tells them apart.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import statistics
+
+LOWER_IS_BETTER = re.compile(r"(loss|ppl|nll)$")
+FIELDS = ("tuned", "base", "gain", "gain_fewshot", "ref_nll_change", "kl_to_base", "trainable_params",
+          "artifact_bytes", "peak_rss_bytes", "peak_cuda_bytes", "wall_time_s", "train_time_s", "tokens_per_s",
+          "latency_ms", "latency_merged_ms")
+PAIR_FIELDS = ("gain", "ref_nll_change", "kl_to_base")
+# Pareto fronts drawn and stored: (x, y); y (gain) is maximised, x (a forgetting or a cost) minimised
+FRONTS = (("ref_nll_change", "gain"), ("kl_to_base", "gain"), ("wall_time_s", "gain"), ("peak_rss_bytes", "gain"),
+          ("trainable_params", "gain"))
+
+
+def domain_metric(summary: dict, asked: str = "auto") -> str:
+    """macro-F1 for classification data (as eval.metric: auto; answering the majority class of skewed
+    data scores a high accuracy, not a high macro-F1), else validation loss; or as asked."""
+    if asked != "auto":
+        return asked
+    return "macro_f1" if "macro_f1" in (summary.get("base") or summary.get("final") or {}) else "val_loss"
+
+
+def run_row(summary: dict, metric: str) -> dict:
+    """The run's scores: tuned, base, gain, gain over few-shot, forgetting."""
+    base, final = summary.get("base") or {}, summary.get("final") or {}
+    sign = -1.0 if LOWER_IS_BETTER.search(metric) else 1.0
+    tuned, b = final.get(metric), base.get(metric)
+    shots = sorted(k for k in base if re.fullmatch(rf"fewshot\d+_{re.escape(metric)}", k))
+    few = base[shots[0]] if shots else None
+    return {"metric": metric, "tuned": tuned, "base": b, "fewshot": few, "fewshot_key": shots[0] if shots else None,
+            "gain": sign * (tuned - b) if _num(tuned) and _num(b) else None,
+            "gain_fewshot": sign * (tuned - few) if _num(tuned) and _num(few) else None,
+            "ref_nll_change": final.get("ref_nll_change"), "kl_to_base": final.get("kl_to_base")}
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def stats(values: list) -> dict | None:
+    vals = [float(v) for v in values if _num(v)]
+    if not vals:
+        return None
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else None,
+            "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One entry per (configuration, training-set size), in first-seen order: its runs and the stats
+    of every field over seeds."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["label"], r["size"]), []).append(r)
+    out = []
+    for (label, size), rs in groups.items():
+        out.append({"label": label, "size": size, "method": rs[0]["method"], "runs": [r["name"] for r in rs],
+                    "seeds": len(rs), **{f: stats([r.get(f) for r in rs]) for f in FIELDS}})
+    return out
+
+
+def within_spread(a: dict | None, b: dict | None) -> bool | None:
+    """|mean_a - mean_b| <= sd_a + sd_b (equal means with no spread count as within); None without
+    two seeds on both sides."""
+    if not a or not b or a["sd"] is None or b["sd"] is None:
+        return None
+    return abs(a["mean"] - b["mean"]) <= a["sd"] + b["sd"]
+
+
+def pairs(groups: list[dict]) -> list[dict]:
+    """Every two configurations of one size, on gain and forgetting: their difference and whether it
+    is inside the seed spread."""
+    out = []
+    for a, b in itertools.combinations(groups, 2):
+        if a["size"] != b["size"]:
+            continue
+        for f in PAIR_FIELDS:
+            if a[f] and b[f]:
+                sd = None if a[f]["sd"] is None or b[f]["sd"] is None else a[f]["sd"] + b[f]["sd"]
+                out.append({"a": a["label"], "b": b["label"], "size": a["size"], "field": f,
+                            "diff": a[f]["mean"] - b[f]["mean"], "spread": sd,
+                            "within_spread": within_spread(a[f], b[f])})
+    return out
+
+
+def pareto(points: list[tuple[str, float, float]]) -> set[str]:
+    """Names of the points no other point beats: x no larger and y no smaller, one of them strictly."""
+    return {n for n, x, y in points
+            if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for _, x2, y2 in points)}
+
+
+def fronts(groups: list[dict]) -> dict:
+    """{"x_vs_y": {size: [labels on the front]}} over the groups' means."""
+    out = {}
+    for x, y in FRONTS:
+        per = {}
+        for size in dict.fromkeys(g["size"] for g in groups):
+            pts = [(g["label"], g[x]["mean"], g[y]["mean"]) for g in groups if g["size"] == size and g[x] and g[y]]
+            per[str(size)] = sorted(pareto(pts))
+        out[f"{y}_vs_{x}"] = per
+    return out
+
+
+def best_flags(groups: list[dict]) -> None:
+    """Each group's `vs_best`: the best mean gain of its size, and whether this group is within seed
+    spread of it (the best itself: None)."""
+    for size in dict.fromkeys(g["size"] for g in groups):
+        same = [g for g in groups if g["size"] == size and g["gain"]]
+        if not same:
+            continue
+        best = max(same, key=lambda g: g["gain"]["mean"])
+        for g in same:
+            g["vs_best"] = {"best": best["label"], "diff": g["gain"]["mean"] - best["gain"]["mean"],
+                            "within_spread": None if g is best else within_spread(g["gain"], best["gain"])}

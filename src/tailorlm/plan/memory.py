@@ -1,0 +1,155 @@
+"""Peak memory of a training run, as its parts, from the config and the model's config.json alone.
+
+What is predicted. On CUDA: torch.cuda.max_memory_allocated over the training steps. On a CPU: the
+process's peak resident memory (VmHWM) over the training steps minus its resident memory just before
+the model loads (libraries imported, data tokenised), i.e. what training adds to the process.
+
+The batch is planned for its worst case: every micro-batch holds `train.batch_size` rows of
+`data.max_length` tokens (plus a method's virtual tokens), every position a target. Data with
+shorter rows, or with few target positions (a short answer after a long prompt), needs less.
+
+The parts (bytes; P = parameters, p = bytes per weight of model.dtype, R rows, T tokens per row):
+
+    weights      frozen P x p + trainable P x their dtype's bytes
+    gradients    trainable P x p (kept across micro-batches with grad_accum > 1)
+    optimiser    AdamW's exp_avg and exp_avg_sq: 2 x trainable P x p, plus its temporaries while it
+                 steps (two the size of the largest tensor in torch's per-parameter loop, the CPU default)
+    activations  layers in backward x (c + R (a T + q T^2)), c, a, q measured on a probe
+                 (plan/shapes.py); with checkpointing, each layer keeps only its input (R T x hidden)
+                 and one layer's activations are rebuilt at a time (Korthikanti et al. 2022,
+                 arXiv:2205.05198, section 5: "full activation recomputation")
+    logits       at the kept positions: what autograd saves per position and vocabulary word
+                 (measured: the fp32 log-softmax), and in backward the fp32 gradients of the loss by the
+                 log-probabilities and by the logits (2 x 4 bytes); with train.loss_chunk, one chunk's
+                 logits and gradients at a time (recomputed in backward)
+    runtime      what a CPU training process adds whatever the model (the tokenizer, library code paged
+                 in, oneDNN's buffers): a constant measured on a 2-layer, 64-wide Llama (RUNTIME below)
+    retention    the probe's base log-probabilities (positions x vocab x 4), L2-SP's anchor (trainable
+                 P x 4), EWC's anchor and Fisher (2 x trainable P x 4), distillation's frozen copy of a
+                 fully tuned model (P x p)
+
+The peak is the largest of three moments: the start of backward (weights, optimiser state, all
+activations, logits and their gradients, the gradients already held), the end of backward (weights,
+optimiser state, gradients) and the optimiser step (those plus AdamW's temporaries).
+
+What is not modelled: the allocator's own slack. glibc keeps freed blocks in its heap once its mmap
+threshold has risen (see benchmarks/plan_memory.py), so peak RSS under the default allocator can
+exceed the memory in use, by up to a third measured on SmolLM2, and not the same from run to run;
+models the probe cannot build (remote code), and several processes (DDP, FSDP) sharing a machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import shapes
+
+BYTES = {"fp32": 4, "bf16": 2}
+# What a CPU training process adds whatever the model (fp32, bf16 autocast): the tokenizer, library
+# code paged in by the first forward and backward, oneDNN's buffers. Measured as the peak of 2-step
+# runs of a 2-layer, 64-wide Llama (benchmarks/plan_memory.py; every modelled part under 2 MiB there).
+RUNTIME = {False: 43 * 2 ** 20, True: 54 * 2 ** 20}
+
+
+@dataclass
+class Shape:
+    """What the memory depends on, read from the config and config.json."""
+    rows: int                # per micro-batch (this process's share)
+    tokens: int              # per row, virtual tokens included
+    vocab: int
+    hidden: int
+    layers: int              # decoder layers
+    in_backward: int         # decoder layers backward runs through
+    trainable: int
+    total: int               # parameters with the method applied (tied once)
+    largest: int             # elements of the largest trainable tensor
+    head_trainable: bool     # the (tied) output embedding trains: its gradient comes first in backward
+    device: str = "cpu"
+
+
+def shape_of(cfg, config, world: int = 1) -> Shape:
+    trainable, total = shapes.method_counts(cfg, config)
+    virtual = getattr(cfg.method, "virtual_tokens", 0) if cfg.method.name == "prompt" else 0
+    vocab, hidden = config.vocab_size, config.hidden_size
+    full = cfg.method.name == "full"
+    inter = getattr(config, "intermediate_size", 4 * hidden)
+    largest = max(vocab * hidden, hidden * inter) if full else _largest_adapter(cfg, hidden, inter, trainable)
+    return Shape(rows=max(1, cfg.train.batch_size // world), tokens=cfg.data.max_length + virtual, vocab=vocab,
+                 hidden=hidden, layers=config.num_hidden_layers,
+                 in_backward=shapes.layers_in_backward(cfg, config.num_hidden_layers),
+                 trainable=trainable, total=total, largest=largest, head_trainable=full)
+
+
+def _largest_adapter(cfg, hidden: int, inter: int, trainable: int) -> int:
+    m = cfg.method
+    if m.name == "lora":
+        return m.r * max(hidden, inter)
+    if m.name == "prompt":
+        return m.virtual_tokens * hidden
+    return min(trainable, hidden * hidden)
+
+
+def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: str = "fp32") -> dict[str, int]:
+    """Every part in bytes (see the module's docstring), before the peak is taken."""
+    p = BYTES[cfg.model.dtype]
+    own = p if cfg.method.name == "full" else 4     # adapters are created in fp32 (PEFT's autocast_adapter_dtype)
+    R, T, V = s.rows, s.tokens, s.vocab
+    c, a, q = probe["layer"]
+    layer = c + R * (a * T + q * T * T)
+    if cfg.train.gradient_checkpointing:
+        acts = s.in_backward * R * T * s.hidden * p + layer
+    else:
+        acts = s.in_backward * layer
+    cr, ar, qr = probe["rest"]
+    cw, aw, qw = probe["word"]
+    rest = cr + R * (ar * T + qr * T * T)
+    saved_logits = V * (cw + R * (aw * T + qw * T * T))
+    grad_logits = R * T * V * 8
+    chunk = getattr(cfg.train, "loss_chunk", None)
+    if chunk:   # train.loss_chunk: one chunk's logits at a time, recomputed in backward (4 more for its log-softmax)
+        saved_logits, grad_logits = V * cw, min(R * T, chunk) * V * 12
+    return {
+        "weights": (s.total - s.trainable) * p + s.trainable * own,
+        "gradients": s.trainable * own,
+        "optimizer": 2 * s.trainable * own,
+        "optimizer_temp": _adamw_temporary(cfg, s) * own,
+        "activations": max(0, int(acts + rest)),
+        "logits": max(0, int(saved_logits + grad_logits)),
+        "head_gradient": V * s.hidden * own if s.head_trainable else 0,
+        "retention": retention_bytes(cfg, s, p),
+        "runtime": RUNTIME[precision == "bf16"] if device == "cpu" else 0,
+    }
+
+
+def _adamw_temporary(cfg, s: Shape) -> int:
+    """Elements AdamW allocates while stepping (train.optimizer_impl). torch's per-parameter loop
+    computes denom = sqrt(v) / c one tensor at a time: sqrt(v) and the quotient are alive together,
+    2 x the largest tensor; `foreach` takes sqrt(v) of every tensor at once and divides in place,
+    1 x all of them; `fused` (CUDA's default) allocates none to speak of."""
+    impl = getattr(cfg.train, "optimizer_impl", "default")
+    if impl == "fused" or (impl == "default" and s.device == "cuda"):
+        return 0
+    return s.trainable if impl == "foreach" else 2 * s.largest
+
+
+def retention_bytes(cfg, s: Shape, p: int) -> int:
+    r = cfg.retention
+    if not r.reference or cfg.model.task != "causal_lm":
+        return 0
+    positions = (r.samples // 2) * ((r.sample_tokens + 32) // 8)   # every 8th position of ~32-token prompts + samples
+    extra = positions * s.vocab * 4
+    extra += s.trainable * 4 * (bool(r.l2sp) or bool(r.ewc)) + s.trainable * 4 * bool(r.ewc)
+    if r.distill and cfg.method.name == "full":
+        extra += s.total * p
+    return extra
+
+
+def peak(cfg, pt: dict[str, int]) -> tuple[int, str]:
+    """(peak bytes, the moment it happens) from the parts."""
+    held_grads = pt["gradients"] if cfg.train.grad_accum > 1 else pt["head_gradient"]
+    moments = {
+        "start of backward": pt["weights"] + pt["optimizer"] + pt["activations"] + pt["logits"] + held_grads,
+        "end of backward": pt["weights"] + pt["optimizer"] + pt["gradients"],
+        "optimizer step": pt["weights"] + pt["optimizer"] + pt["gradients"] + pt["optimizer_temp"],
+    }
+    when = max(moments, key=moments.get)
+    return moments[when] + pt["retention"] + pt["runtime"], when

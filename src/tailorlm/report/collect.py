@@ -1,0 +1,94 @@
+"""Read one run directory into what the report draws, whether the run finished, is still going, or
+was killed: every file is optional except that the folder must hold a run (config.yaml or
+metrics.jsonl), and metrics.jsonl may end in a line cut short by the kill.
+
+    config.yaml     the resolved config (shown as written)
+    metrics.jsonl   steps ({"step", "loss", "lr", "grad_norm", "tokens_per_s", ...}), evaluations
+                    ({"step", "eval": {...}, "delta", "best", "warnings"}) and events (interruptions,
+                    checkpoint errors, early stops)
+    base_eval.json  the base model's scores at step 0 (also in summary.json's "base")
+    summary.json    written at the end; absent while running or after a kill
+    audit.json      the data audit (tailorlm.audit), when train ran it
+    env.json        versions, device, processes (written by the training callback at the start)
+    probes/*.json   probe results (tailorlm.probes.store)
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from ..atomic import read_jsonl
+from ..errors import MissingError
+from ..probes.store import read_probes
+
+VERSIONED = ("tailorlm", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers")
+STEP_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")   # a step record has these (others: evals, events)
+
+
+def env_info(device: str | None = None, processes: int | None = None, precision: str | None = None) -> dict:
+    """What produced a run: Python, platform, the libraries' versions, the device and its name."""
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    out = {"python": platform.python_version(), "platform": platform.platform(terse=True),
+           "cpus": os.cpu_count(), "versions": versions, "device": device, "processes": processes,
+           "precision": precision}
+    try:
+        import torch
+
+        out["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name()
+    except Exception:  # noqa: BLE001  (the report never fails for want of a device name)
+        pass
+    return out
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def status(metrics: list[dict], summary: dict | None, planned: int | None) -> str:
+    """finished / stopped early / interrupted by a signal / no summary (still going, or killed)."""
+    last = max((r.get("step", 0) for r in metrics), default=0)
+    stop = next((r["interrupted"] for r in reversed(metrics) if "interrupted" in r), None)
+    if summary is not None:
+        why = summary.get("stopped_early")
+        return f"stopped early at step {summary.get('steps')}: {why}" if why else f"finished, {summary.get('steps')} steps"
+    if stop:
+        return f"interrupted by {stop} at step {last} of {planned}; resumable"
+    return f"no summary.json: still running, or killed; last logged step {last} of {planned}"
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """Everything the report shows of one run; raises MissingError when the folder holds no run."""
+    d = Path(run_dir)
+    cfg_text = (d / "config.yaml").read_text() if (d / "config.yaml").is_file() else None
+    if cfg_text is None and not (d / "metrics.jsonl").is_file():
+        raise MissingError(f"{d}: no run here (neither config.yaml nor metrics.jsonl). Fix: give the "
+                           "run's directory (output.dir of its config)")
+    try:
+        cfg = yaml.safe_load(cfg_text) if cfg_text else {}
+    except yaml.YAMLError:
+        cfg = {}
+    metrics = [r for r in read_jsonl(d / "metrics.jsonl") if isinstance(r, dict)]
+    summary = _json(d / "summary.json")
+    base = _json(d / "base_eval.json") or (summary or {}).get("base") or {}
+    planned = ((cfg or {}).get("train") or {}).get("steps")
+    return {"name": d.resolve().name, "dir": str(d.resolve()), "config_text": cfg_text, "config": cfg or {},
+            "steps": [r for r in metrics if "loss" in r and "eval" not in r],
+            "evals": [r for r in metrics if isinstance(r.get("eval"), dict)],
+            "events": [r for r in metrics if "eval" not in r and not any(k in r for k in STEP_KEYS)],
+            "base": base, "summary": summary, "audit": _json(d / "audit.json"), "env": _json(d / "env.json"),
+            "probes": read_probes(d), "status": status(metrics, summary, planned), "planned": planned}

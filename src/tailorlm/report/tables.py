@@ -1,0 +1,141 @@
+"""The report's tables, as HTML strings: before/after with deltas, probes, the data and its audit,
+the environment, and what the run said along the way (warnings, interruptions, checkpoint errors)."""
+from __future__ import annotations
+
+import math
+from html import escape
+
+from ..eval.metrics import deltas
+from .charts import FORGETTING, lower_is_better
+from .svg import finite
+
+HIDDEN = {"step", "val_tokens", "majority"}   # counts and references, not scores
+
+
+def num(v, signed: bool = False) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return escape(str(v)) if v is not None else ""
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:+.4f}" if signed else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}")
+
+
+def _change_cell(metric: str, change) -> str:
+    """The change, green when it is an improvement and red when it is a loss (by the metric's direction)."""
+    if not finite(change) or change == 0:
+        return f"<td>{num(change, True)}</td>"
+    good = (change < 0) == lower_is_better(metric)
+    return f'<td class="{"good" if good else "bad"}">{num(change, True)}</td>'
+
+
+def latest_scores(run: dict) -> tuple[dict, str]:
+    """The final scores (summary.json), or the last evaluation's while running or after a kill."""
+    if run["summary"] and isinstance(run["summary"].get("final"), dict):
+        return run["summary"]["final"], "after tuning"
+    if run["evals"]:
+        return run["evals"][-1]["eval"], f"latest (step {run['evals'][-1]['step']})"
+    return {}, "after tuning"
+
+
+def before_after(run: dict) -> str:
+    """metric | base model | after | change: every numeric score; retention measures are changes already."""
+    after, label = latest_scores(run)
+    base = run["base"] or {}
+    d = deltas(after, base)
+    keys = [k for k in dict.fromkeys(list(base) + list(after))
+            if k not in HIDDEN and (finite(base.get(k)) or finite(after.get(k)))]
+    if not keys:
+        return '<p class="note">No evaluation yet.</p>'
+    rows = []
+    for k in keys:
+        change = after.get(k) if k in FORGETTING and k != "ref_nll" else d.get(k)
+        arrow = "&darr;" if lower_is_better(k) else "&uarr;"
+        rows.append(f'<tr><td class="name">{escape(k)} <span class="dir">{arrow}</span></td>'
+                    f"<td>{num(base.get(k))}</td><td>{num(after.get(k))}</td>{_change_cell(k, change)}</tr>")
+    head = f"<tr><th>metric</th><th>base model</th><th>{escape(label)}</th><th>change</th></tr>"
+    return f'<table class="ba">{head}{"".join(rows)}</table>'
+
+
+def _ci(row: dict) -> str:
+    lo, hi = row.get("lo"), row.get("hi")
+    return f"[{num(lo, True)}, {num(hi, True)}]" if finite(lo) and finite(hi) else ""
+
+
+def probe_section(probe: dict) -> str:
+    """One RUN/probes/NAME.json (probes/store.py): its rows with the paired-bootstrap CI, its warnings
+    in red, and its own HTML fragment (explanations with highlighted tokens) inline."""
+    parts = [f'<h3>{escape(str(probe.get("title") or probe.get("name")))}</h3>']
+    parts += [f'<div class="warn">&#9888; {escape(str(w))}</div>' for w in probe.get("warnings") or []]
+    rows = probe.get("rows") or []
+    if rows:
+        head = ("<tr><th>metric</th><th>group</th><th>base</th><th>tuned</th><th>change</th><th>95% CI</th>"
+                "<th>significant</th></tr>")
+        body = "".join(
+            f'<tr><td class="name">{escape(str(r.get("metric", "")))}</td><td class="name">{escape(str(r.get("group", "")))}'
+            f'</td><td>{num(r.get("base"))}</td><td>{num(r.get("tuned"))}</td><td>{num(r.get("change"), True)}</td>'
+            f'<td>{_ci(r)}</td>'
+            f'<td class="{"bad" if r.get("significant") else ""}">{"yes" if r.get("significant") else "no"}</td></tr>'
+            for r in rows)
+        parts.append(f"<table>{head}{body}</table>")
+    if probe.get("html"):
+        parts.append(f'<div class="fragment">{probe["html"]}</div>')   # (written by tailorlm's own probes)
+    return "".join(parts)
+
+
+def _kv(pairs) -> str:
+    return "<table>" + "".join(f'<tr><td class="name">{escape(str(k))}</td><td class="name">{num(v)}</td></tr>'
+                               for k, v in pairs if v not in (None, "", [], {})) + "</table>"
+
+
+def data_section(run: dict) -> str:
+    """The data as training read it (summary.json) and the audit's findings (audit.json)."""
+    parts, data = [], (run["summary"] or {}).get("data") or {}
+    splits = [s for s in ("train", "val", "test") if isinstance(data.get(s), dict)]
+    if splits:
+        cols = ["rows", "examples", "tokens", "target_tokens", "truncated", "dropped_too_long", "skipped_bad_rows"]
+        parts.append(f'<p>format <b>{escape(str(data.get("format")))}</b>'
+                     + (f', labels {escape(", ".join(map(str, data["labels"])))}' if data.get("labels") else "")
+                     + "</p><table><tr><th>split</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+                     + "</tr>" + "".join(f'<tr><td class="name">{s}</td>'
+                                         + "".join(f"<td>{num(data[s].get(c))}</td>" for c in cols) + "</tr>"
+                                         for s in splits) + "</table>")
+    audit = run["audit"]
+    if audit:
+        c = audit.get("counts") or {}
+        parts.append(f'<p>Data audit: <span class="{"bad" if c.get("fatal") else ""}">{c.get("fatal", 0)} fatal</span>, '
+                     f'<span class="{"warntext" if c.get("warning") else ""}">{c.get("warning", 0)} warnings</span>, '
+                     f'{c.get("info", 0)} notes</p>')
+        rows = "".join(f'<tr class="{escape(str(f.get("severity")))}"><td class="name">{escape(str(f.get("severity")))}</td>'
+                       f'<td class="name">{escape(str(f.get("check")))}</td><td class="name">{escape(str(f.get("message")))}'
+                       f'</td><td>{num(f.get("count"))}</td></tr>' for f in (audit.get("findings") or [])[:40])
+        if rows:
+            parts.append("<table><tr><th>severity</th><th>check</th><th>finding</th><th>rows</th></tr>"
+                         + rows + "</table>")
+    return "".join(parts) or '<p class="note">No data summary yet (written at the end of the run).</p>'
+
+
+def env_section(run: dict) -> str:
+    env, s = run["env"] or {}, run["summary"] or {}
+    versions = env.get("versions") or {}
+    pairs = [("device", s.get("device") or env.get("device")), ("GPU", env.get("gpu")),
+             ("processes", s.get("processes") or env.get("processes")), ("parallel", s.get("parallel")),
+             ("precision", env.get("precision")), ("CPU threads", env.get("threads")), ("CPUs", env.get("cpus")),
+             ("Python", env.get("python")), ("platform", env.get("platform"))] + list(versions.items())
+    if not env:
+        pairs.append(("note", "no env.json (a run from before reports were written)"))
+    return _kv(pairs)
+
+
+def events_section(run: dict) -> str:
+    """Evaluation warnings (each message once, with the steps it came up at) and logged events."""
+    seen: dict[str, list] = {}
+    for e in run["evals"]:
+        for w in e.get("warnings") or []:
+            seen.setdefault(str(w), []).append(e["step"])
+    items = [f'<li class="warntext">{escape(w)} <span class="note">(step {", ".join(map(str, s[:5]))}'
+             f'{", ..." if len(s) > 5 else ""})</span></li>' for w, s in seen.items()]
+    for ev in run["events"]:
+        what = ", ".join(f"{k}: {v}" for k, v in ev.items() if k not in ("time", "step"))
+        if what:
+            items.append(f'<li>step {ev.get("step", "?")}: {escape(what)}</li>')
+    return f"<ul>{''.join(items)}</ul>" if items else ""
