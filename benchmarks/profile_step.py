@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import device_name  # noqa: E402
+from harness import cpu_flags, device_name  # noqa: E402
 from speed_contenders import _known_keys, _tailorlm_config  # noqa: E402
 from speed_data import prepare_data  # noqa: E402
-from ttq_common import cpu_flags  # noqa: E402
 
 # operator name patterns -> where the time goes (first match wins)
 GROUPS = [("loss (log-softmax, NLL)", r"cross_entropy|nll_loss|log_softmax"),

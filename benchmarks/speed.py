@@ -39,8 +39,9 @@ Contenders
             same number of examples per step as the others. bf16 and gradient checkpointing (TRL's
             defaults) follow the common precision policy and are off, like everyone's.
 
-Same for all: model weights fp32 (CPU: fp32 compute, as bf16 is ~50x slower without AVX512-BF16;
-CUDA: bf16 autocast), AdamW (lr, betas, eps, weight decay 0), linear decay without warm-up, grad
+Same for all: model weights fp32, compute at the best precision this machine has for everyone
+(--precision auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 / AMX, where tailorlm's
+train.precision=auto picks it, HF's and TRL's `bf16=True`; else fp32: emulated bf16 is far slower), AdamW (lr, betas, eps, weight decay 0), linear decay without warm-up, grad
 clipping at 1.0, LoRA dropout 0, seed 0, one micro-batch per step, SDPA attention.
 
 Metrics
@@ -108,6 +109,10 @@ def parse_args(argv=None):
     p.add_argument("--heldout-a", type=int, default=None, help="held-out examples scored after training (0: none)")
     p.add_argument("--heldout-b", type=int, default=None, help="held-out blocks scored after training (0: none)")
     p.add_argument("--rows", type=int, default=None, help="use only this many tweets / documents (smoke runs)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="everyone's; auto: what tailorlm's train.precision=auto picks on this device")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tailorlm config override (repeatable): measure one speed lever, say")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each run (default: torch's)")
     p.add_argument("--json", default=None, help="also append one JSON line per run here")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -157,7 +162,8 @@ def plan_runs(a, info: dict, model: str, model_dir: str, work: Path, device: str
                              "steps": a.steps_a if w == "a" else a.steps_b, "batch": batch, "row_tokens": row,
                              "trl_batch": trl_batch, "lr": a.lr_lora if m == "lora" else a.lr_full,
                              "device": device, "precision": precision, "seed": 0, "warmup": a.warmup,
-                             "last": a.last, "threads": a.threads})
+                             "last": a.last, "threads": a.threads,
+                             "tailorlm_overrides": a.set if c == "tailorlm" else []})
     return runs
 
 
@@ -191,14 +197,16 @@ def run_one(spec: dict) -> dict:
 def device_plan(a) -> tuple[str | None, str]:
     """(device, precision) to run on; device None when the plan cannot run here."""
     import torch
+
+    from tailorlm.device import resolve_precision
     if a.device != "cuda":
-        return a.device, "fp32"
+        return a.device, resolve_precision(a.precision, a.device)
     if torch.cuda.is_available():
-        return "cuda", "bf16"
+        return "cuda", resolve_precision(a.precision, "cuda")
     if a.tiny:
         print("[speed] no CUDA device: running the cuda plan's code path (random Llama-3.2-1B-shaped model, "
-              "here at --tiny size and batch) on the CPU in fp32", file=sys.stderr)
-        return "cpu", "fp32"
+              "here at --tiny size and batch) on the CPU", file=sys.stderr)
+        return "cpu", resolve_precision(a.precision, "cpu")
     print("[speed] --device cuda needs a CUDA GPU (use --tiny to check the code path on CPU)", file=sys.stderr)
     return None, "fp32"
 
@@ -251,7 +259,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(heading(a, info, results, model, device, precision))
     print(table(results, device))
-    print("\nTargets (issue 6):")
+    print("\nTargets (issue 18):")
     print("\n".join(verdicts(results, device)))
     print(f"\n[speed] total wall time {time.time() - t0:.0f} s", file=sys.stderr)
     return 1 if any("error" in r for r in results) else 0

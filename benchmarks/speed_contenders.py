@@ -85,7 +85,8 @@ def run_tailorlm(spec: dict) -> dict:
     tokens = load_tokens(spec["tokens"])
     out_dir = Path(spec["work"]) / f"run-tailorlm-{spec['workload']}-{spec['method']}"
     cb = _bench_callback(spec, tokens["val"])
-    summary = train(load_config(raw=_known_keys(_tailorlm_config(spec, out_dir))), quiet=True, callbacks=[cb])
+    summary = train(load_config(raw=_known_keys(_tailorlm_config(spec, out_dir)),
+                                overrides=spec.get("tailorlm_overrides") or None), quiet=True, callbacks=[cb])
     data, marks = cb.data, cb.marks
     same = len(data.train) == len(tokens["train"]) and all(
         e.input_ids == list(x) and e.labels == list(y) for e, (x, y) in zip(data.train[:50], tokens["train"][:50]))

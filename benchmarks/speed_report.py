@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from harness import device_name, md_table
+from harness import cpu_flags, device_name, md_table
 
 NAMES = {"tailorlm": "tailorlm", "hf": "HF Trainer + PEFT", "trl": "TRL SFTTrainer (packing)"}
 NAMES_FULL = {"tailorlm": "tailorlm", "hf": "HF Trainer", "trl": "TRL SFTTrainer (packing)"}
@@ -52,36 +52,39 @@ def table(results: list[dict], device: str) -> str:
 
 
 def verdicts(results: list[dict], device: str) -> list[str]:
-    """The issue's targets, met or not (speed by the wall clock; the CPU-time ratio beside it is the
-    one to trust when other work shares the machine)."""
+    """Issue 18's targets, met or not (speed by the wall clock; the CPU-time ratio beside it is the one
+    to trust when other work shares the machine). CPU: (a) LoRA >= 1.4x HF Trainer + PEFT's useful
+    tokens/s, (b) LoRA and full >= 1.0x at no more peak memory. CUDA: LoRA >= 1.5x at <= 0.6x its peak
+    memory, full >= 1.0x. Losses agree within 1% (2% under bf16, where another row layout rounds
+    differently): the same work."""
     mem_key = "peak_cuda_alloc" if device == "cuda" else "peak_rss"
     by = {(r["workload"], r["method"], r["contender"]): r for r in results if "error" not in r}
     out = []
 
-    def speed(t, o, target, what):
-        w, c = t["tok_s"] / o["tok_s"], t["tok_cpu_s"] / o["tok_cpu_s"]
-        out.append(f"- {what} >= {target}x: {w:.2f}x wall-clock ({c:.2f}x per CPU-second) -> "
-                   f"{'met' if w >= target else 'NOT met'}")
+    def check(t, o, speed_target, mem_target, what):
+        w, c, mm = t["tok_s"] / o["tok_s"], t["tok_cpu_s"] / o["tok_cpu_s"], t[mem_key] / o[mem_key]
+        met = w >= speed_target and (mem_target is None or mm <= mem_target)
+        mem = f" at <= {mem_target}x its peak memory" if mem_target else ""
+        out.append(f"- {what} >= {speed_target}x{mem}: {w:.2f}x wall-clock ({c:.2f}x per CPU-second), memory "
+                   f"{mm:.2f}x -> {'met' if met else 'NOT met'}")
 
-    t, h, s = by.get(("a", "lora", "tailorlm")), by.get(("a", "lora", "hf")), by.get(("a", "lora", "trl"))
-    if t and h:
-        speed(t, h, 3, "(a) LoRA useful tokens/s vs HF Trainer + PEFT")
-        mm = t[mem_key] / h[mem_key]
-        out.append(f"- (a) LoRA peak memory <= 0.5x HF Trainer + PEFT: {mm:.2f}x -> {'met' if mm <= 0.5 else 'NOT met'}")
-        for k, name in (("train_loss", "train loss"), ("heldout", "held-out loss")):
-            if t.get(k) is not None and h.get(k) is not None:
-                d = abs(t[k] / h[k] - 1)
-                out.append(f"- (a) {name} within 1% of HF Trainer + PEFT: {100 * d:.2f}% -> "
-                           f"{'met' if d <= 0.01 else 'NOT met'}")
-    if t and s:
-        speed(t, s, 1.5, "(a) LoRA useful tokens/s vs TRL SFTTrainer (packing)")
-        if s.get("heldout") is not None and t.get("heldout") is not None:
-            out.append(f"  (held-out loss vs TRL: {100 * (t['heldout'] / s['heldout'] - 1):+.2f}%; TRL's steps hold "
-                       "other examples, so losses agree only roughly)")
-    for m in ("lora", "full"):
-        t, h = by.get(("b", m, "tailorlm")), by.get(("b", m, "hf"))
+    tol = 0.02 if any(r.get("precision") == "bf16" for r in results) else 0.01
+    for w, m in (("a", "lora"), ("b", "lora"), ("b", "full")):
+        t, h, s = (by.get((w, m, c)) for c in ("tailorlm", "hf", "trl"))
+        hf = f"HF Trainer{' + PEFT' if m == 'lora' else ''}"
         if t and h:
-            speed(t, h, 2, f"(b) {m} useful tokens/s vs HF Trainer{' + PEFT' if m == 'lora' else ''}")
+            if device == "cuda":
+                check(t, h, 1.5 if m == "lora" else 1.0, 0.6 if m == "lora" else 1.0, f"({w}) {m} tokens/s vs {hf}")
+            else:
+                check(t, h, 1.4 if w == "a" else 1.0, None if w == "a" else 1.0, f"({w}) {m} useful tokens/s vs {hf}")
+            for k, name in (("train_loss", "train loss"), ("heldout", "held-out loss")):
+                if t.get(k) is not None and h.get(k) is not None:
+                    d = abs(t[k] / h[k] - 1)
+                    out.append(f"  ({w}) {m} {name} within {100 * tol:.0f}% of {hf}: {100 * d:.2f}% -> "
+                               f"{'met' if d <= tol else 'NOT met'}")
+        if t and s:
+            out.append(f"  ({w}) {m} vs TRL SFTTrainer (packing): {t['tok_s'] / s['tok_s']:.2f}x useful tokens/s "
+                       "(TRL's steps hold other examples, so losses agree only roughly)")
     loads = [x for r in results if "loadavg" in r for x in r["loadavg"]]
     if loads:
         out.append(f"- 1-minute load average during the runs: {min(loads):.1f} to {max(loads):.1f} "
@@ -96,7 +99,8 @@ def heading(a, info: dict, results: list[dict], model: str, device: str, precisi
     import transformers
     import trl
     threads = ",".join(sorted({str(r["threads"]) for r in results if "threads" in r})) or "?"
-    lines = [f"\n## tailorlm speed benchmark ({device_name(device)}, {threads} torch threads per run; torch "
+    flags = "" if device == "cuda" else f"CPU flags {' '.join(cpu_flags()) or 'none'}, "
+    lines = [f"\n## tailorlm speed benchmark ({device_name(device)}, {flags}{threads} torch threads per run; torch "
              f"{torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, trl "
              f"{trl.__version__}; {precision})\n"]
     for w, i in info.items():

@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # harness and ttq_*, also when loaded by path
 
-from harness import airline_rows, device_name, emit, run_child, write_jsonl  # noqa: E402
-from ttq_common import cpu_flags, heldout_accuracy, qualified_name  # noqa: E402
+from harness import airline_rows, cpu_flags, device_name, emit, run_child, write_jsonl  # noqa: E402
+from ttq_common import heldout_accuracy, qualified_name  # noqa: E402
 from ttq_contenders import RUNNERS  # noqa: E402
 from ttq_report import report  # noqa: E402
 
@@ -62,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--full", action="store_true", help="run every run to --cap (whole curves)")
     p.add_argument("--json", default=None, help="append one JSON line per run here")
     p.add_argument("--work", default=None, help="work folder (kept; default: a temporary one)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a tailorlm config override on top of the preset (repeatable): what-if runs")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)   # internal: one run (JSON spec)
     a = p.parse_args(argv)
     dflt = dict(lrs="1e-4,3e-4,1e-3", targets="0.75,0.80", cap=200, every=10, held=300, val=100)
@@ -99,7 +101,8 @@ def prepare(a, work: Path) -> tuple[str, str, dict]:
 def plan(a, model: str, model_dir: str, files: dict, work: Path, device: str, precision: str) -> list[dict]:
     return [{"contender": c, "lr": lr, "model": model, "model_dir": model_dir, "files": files, "work": str(work),
              "cap": a.cap, "every": a.every, "targets": a.targets, "full": a.full, "device": device,
-             "precision": precision, "threads": a.threads, "seed": 0}
+             "precision": precision, "threads": a.threads, "seed": 0,
+             "tailorlm_overrides": a.set if c == "tailorlm" else []}
             for c in a.contenders for lr in a.lrs]
 
 

@@ -102,15 +102,3 @@ def first_reach(curve: list[dict], target: float) -> dict | None:
             return {"step": p["step"], "train_s": p["train_s"], "accuracy": p["accuracy"]}
     return None
 
-
-def cpu_flags() -> list[str]:
-    """The speed-relevant CPU flags this machine has (from /proc/cpuinfo)."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in have]
-    except OSError:
-        pass
-    return []

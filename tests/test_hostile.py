@@ -93,7 +93,9 @@ def test_out_of_memory_suggests_settings_that_fit(tmp_path, tiny_llama, tweets_t
 
     monkeypatch.setitem(forward.LOSSES, "causal_lm", oom)
     cfg = load_config(raw={"model": str(tiny_llama), "data": {"train": str(tweets_text_file), "format": "text"},
-                           "train": {"steps": 2, "batch_size": 8, "grad_accum": 2}, "eval": {"before": False},
+                           # loss_chunk off: the plain loss path (forward.LOSSES) is the one this test wraps
+                           "train": {"steps": 2, "batch_size": 8, "grad_accum": 2, "loss_chunk": None},
+                           "eval": {"before": False},
                            "retention": {"reference": None}, "output": {"dir": str(tmp_path / "run")}})
     with pytest.raises(MemoryError) as e:
         train(cfg, quiet=True)

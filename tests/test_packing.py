@@ -72,8 +72,15 @@ def test_data_order_is_seeded_and_covers_each_example_once_per_epoch():
     assert both.micro_batch(0, 0, 2) + both.micro_batch(0, 1, 2) == stream[:6]
 
 
-def test_packing_fills_the_fewest_rows_evenly():
+def test_packing_fills_rows_evenly_at_the_least_estimated_cost():
+    """Every example once, no row over budget (unless one example is longer), rows even, and the
+    layout never costs more (R x W x (1 + W / A)) than the fewest rows that fit."""
     import random
+
+    from tailorlm.data.batching import ATTENTION_TOKENS, _lpt
+
+    def cost(rows, width):
+        return rows * width * (1 + width / ATTENTION_TOKENS)
 
     rng = random.Random(0)
     for trial in range(200):
@@ -86,6 +93,21 @@ def test_packing_fills_the_fewest_rows_evenly():
         fill = [sum(n for r, _, n in b.spans if r == i) for i in range(rows)]
         for i in range(rows):                       # over budget only when one example is itself longer
             assert fill[i] <= budget or sum(1 for r, _, _ in b.spans if r == i) == 1
-        if max(lengths) <= budget // 2:             # short examples: at most one row more than the minimum,
-            assert rows <= -(-sum(lengths) // budget) + 1
+        if max(lengths) <= budget // 2:             # short examples: the fewest rows fit, and cost no less
+            fewest = -(-sum(lengths) // budget)
+            by_length = sorted(exs, key=lambda e: -len(e.input_ids))
+            k = next(k for k in range(fewest, len(exs) + 1) if max(_lpt(by_length, k)[1]) <= budget)
+            assert cost(rows, width) <= cost(k, max(_lpt(by_length, k)[1]))
             assert width - min(fill) <= max(lengths)  # and no row is short by more than one example
+
+
+def test_packing_takes_more_narrower_rows_when_attention_makes_them_cheaper():
+    """Eight examples of 66 tokens in a budget of 256: the fewest rows (3, width 198) score
+    3 x 198^2 attention pairs; eight rows of 66 pad nothing and score 8 x 66^2, so they are chosen."""
+    exs = [Example(list(range(2, 68)), list(range(2, 68)), "", 0, i) for i in range(8)]
+    b = collate(exs, pad_id=0, packing=True, row_tokens=256)
+    assert tuple(b.input_ids.shape) == (8, 66)
+    long = [Example(list(range(2, 202)), list(range(2, 202)), "", 0, i) for i in range(2)] + \
+        [Example(list(range(2, 12)), list(range(2, 12)), "", 0, 2 + i) for i in range(20)]   # 2 x 200 + 20 x 10
+    b = collate(long, pad_id=0, packing=True, row_tokens=256)
+    assert b.input_ids.shape[0] == 3 and b.input_ids.shape[1] == 200   # short ones packed beside the long, not padded

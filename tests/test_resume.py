@@ -146,14 +146,15 @@ def test_a_nan_step_is_skipped_and_counted_and_too_many_stop_the_run(tmp_path, t
         return (s * float("nan"), n) if calls["n"] in (9, 10) else (s, n)
 
     monkeypatch.setitem(forward.LOSSES, "causal_lm", nan_on_step_5)
-    s = train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "nan")), quiet=True)
+    # loss_chunk off: the plain loss path (forward.LOSSES) is the one this test wraps
+    s = train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "nan", loss_chunk=None)), quiet=True)
     recs = {r["step"]: r for r in read_metrics(tmp_path / "nan" / "metrics.jsonl") if "loss" in r}
     assert recs[5].get("skipped") and not any(recs[k].get("skipped") for k in recs if k != 5)
     assert s["skipped_steps"] == 1 and all(torch.isfinite(v).all() for v in final_weights(tmp_path / "nan").values())
 
     monkeypatch.setitem(forward.LOSSES, "causal_lm", lambda m, b: (real(m, b)[0] * float("inf"), b.n_targets))
     with pytest.raises(FloatingPointError, match="3 steps in a row had a non-finite loss.*stopped"):
-        train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "inf")), quiet=True)
+        train(load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, "inf", loss_chunk=None)), quiet=True)
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, tiny_llama, tweets_text_file, monkeypatch):
@@ -212,6 +213,7 @@ def test_every_method_resumes_to_the_same_losses_and_weights(tmp_path, tiny_llam
         c = load_config(write_cfg(tmp_path, tiny_llama, tweets_text_file, name))
         c.method = load_config(raw={"data": {"train": "x"}, "method": {"name": method}}).method
         c.train.steps, c.retention.reference = 8, None
+        c.train.loss_chunk = None   # the plain loss path (forward.LOSSES), which this test wraps
         return c
 
     train(cfg("ref"), quiet=True)

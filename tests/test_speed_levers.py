@@ -4,6 +4,7 @@ through tailorlm's own setup and step; and each test checks that the lever reall
 path (so an equality that held because nothing changed would fail). Tiny models, fp32."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import replace
 
@@ -27,7 +28,7 @@ def make_run(model_dir, data_file, out, fmt="classification", method=None, **tra
            "data": {"train": str(data_file), "format": fmt, "max_length": 96, "val_max": 8, "audit": False},
            "method": method or {"name": "lora", "r": 4, "alpha": 8},
            "train": {"steps": 3, "batch_size": 8, "lr": 1e-2, "warmup": 0, "precision": "fp32", "seed": 0,
-                     "threads": 1, **train},
+                     "threads": 1, "loss_chunk": None, "frozen_cast": False, **train},   # the plain path
            "eval": {"before": False, "max_examples": 8}, "retention": {"reference": None},
            "output": {"dir": str(out), "overwrite": True}}
     run = setup_run(load_config(raw=raw), quiet=True)
@@ -149,3 +150,54 @@ def test_adamw_kernels_same_steps(tiny_llama, tweets_cls_file, tmp_path, impl):
         assert x == pytest.approx(y, rel=REL)
     for k, p in plain.params.items():
         assert (lever.params[k] - p).norm() <= REL * p.norm(), k
+
+
+def test_frozen_cast_same_steps_and_fp32_outside(tiny_llama, tweets_cls_file, tmp_path):
+    """bf16 autocast, two whole steps: with train.frozen_cast the frozen base weights are bf16 inside
+    the step (autocast's own cast of them is skipped) and the same fp32 tensors outside it; the losses
+    and the trained parameters equal the plain path's (the lever hands F.linear the values autocast
+    would have made)."""
+    plain = make_run(tiny_llama, tweets_cls_file, tmp_path / "p", precision="bf16", frozen_cast=False)
+    lever = make_run(tiny_llama, tweets_cls_file, tmp_path / "l", precision="bf16", frozen_cast=True)
+    base = next(m for m in lever.model.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad)
+    before = base.weight.data_ptr()
+    seen = []
+    hook = base.register_forward_hook(lambda m, i, o: seen.append(m.weight.dtype))
+    recs = {name: [train_step(r, False)[0]["loss"] for _ in range(2)] for name, r in (("plain", plain), ("lever", lever))}
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}                      # the lever's path
+    assert base.weight.dtype == torch.float32 and base.weight.data_ptr() == before   # untouched outside
+    assert plain.step_scope is contextlib.nullcontext and lever.step_scope is not contextlib.nullcontext
+    assert recs["plain"][1] != recs["plain"][0]
+    for x, y in zip(recs["lever"], recs["plain"]):
+        assert x == pytest.approx(y, rel=REL)
+    for k, p in plain.params.items():
+        assert (lever.params[k] - p).norm() <= REL * p.norm(), k
+
+
+def test_frozen_cast_off_in_fp32(tiny_llama, tweets_cls_file, tmp_path):
+    """fp32 runs have nothing to cast: the step runs as it always did."""
+    run = make_run(tiny_llama, tweets_cls_file, tmp_path / "r", frozen_cast=True)
+    assert run.cfg.train.frozen_cast and run.step_scope is contextlib.nullcontext
+
+
+def test_default_levers_and_the_chunked_loss_falling_back_for_scaled_logits(tiny_llama):
+    """On by default: loss_chunk (1024) and frozen_cast. A model that scales its logits gets the plain
+    loss (said once), since the chunked one would score it wrongly; asked for directly it refuses."""
+    from transformers import AutoModelForCausalLM
+
+    from tailorlm.config import TrainConfig
+    from tailorlm.errors import ConfigError
+    from tailorlm.forward import LOSSES
+    from tailorlm.train.levers import loss_function
+
+    tc = TrainConfig()
+    assert tc.loss_chunk == 1024 and tc.frozen_cast and tc.optimizer_impl == "default" and tc.compile == "off"
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    assert loss_function("causal_lm", 1024, model).func is chunked_lm_loss_sum
+    model.config.logit_scale = 0.5
+    said = []
+    assert loss_function("causal_lm", 1024, model, said.append) is LOSSES["causal_lm"]
+    assert said == ["[tailorlm] train.loss_chunk: off for this model (logit_scale=0.5: it scales its logits)"]
+    with pytest.raises(ConfigError, match="scales its logits"):
+        chunked_lm_loss_sum(model, None, 8)

@@ -13,7 +13,7 @@ EXAMPLES = """examples:
 LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "AdamW state (2 moments)",
           "optimizer_temp": "AdamW step temporary", "activations": "activations (saved for backward)",
           "logits": "logits at target positions (+ their gradients)", "head_gradient": "LM head gradient (early in backward)",
-          "retention": "retention probe and mitigations"}
+          "retention": "retention probe and mitigations", "bf16_copies": "bf16 copies of frozen weights (frozen_cast)"}
 
 
 def add_arguments(p) -> None:
@@ -29,7 +29,7 @@ def show(p, human) -> str:
     lines = [f"plan: {p.device}, {p.precision}; {p.trainable:,} of {p.total_params:,} parameters trainable; "
              f"{p.tokens_per_step:,} tokens per step (every row max_length tokens: the worst case)"]
     for key, n in p.parts.items():
-        if n:
+        if n and not key.endswith("_beyond"):   # (a part of another line)
             lines.append(f"  {LABELS.get(key, key):50s}{human(n):>12s}")
     avail = "unknown" if p.available is None else f"{human(p.available)} ({p.source})"
     verdict = {True: "FITS", False: "DOES NOT FIT", None: "cannot tell"}[p.fits]

@@ -22,6 +22,10 @@ The parts (bytes; P = parameters, p = bytes per weight of model.dtype, R rows, T
                  (measured: the fp32 log-softmax), and in backward the fp32 gradients of the loss by the
                  log-probabilities and by the logits (2 x 4 bytes); with train.loss_chunk, one chunk's
                  logits and gradients at a time (recomputed in backward)
+    bf16 copies  train.frozen_cast under bf16: a bf16 copy of every frozen linear weight, held all run
+                 (2 bytes x the frozen weights outside the embeddings); those of the layers backward
+                 runs through are what autocast would have saved anyway (in c), so the start of
+                 backward adds only the other layers' copies
     runtime      what a CPU training process adds whatever the model (the tokenizer, library code paged
                  in, oneDNN's buffers): a constant measured on a 2-layer, 64-wide Llama (RUNTIME below)
     retention    the probe's base log-probabilities (positions x vocab x 4), L2-SP's anchor (trainable
@@ -117,7 +121,16 @@ def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: st
         "head_gradient": V * s.hidden * own if s.head_trainable else 0,
         "retention": retention_bytes(cfg, s, p),
         "runtime": RUNTIME[precision == "bf16"] if device == "cpu" else 0,
+        **frozen_copies(cfg, s, p, precision),
     }
+
+
+def frozen_copies(cfg, s: Shape, p: int, precision: str) -> dict[str, int]:
+    """train.frozen_cast's bf16 copies: all of them, and those of the layers backward does not reach."""
+    if not (getattr(cfg.train, "frozen_cast", False) and precision == "bf16" and p == 4 and cfg.method.name != "full"):
+        return {"bf16_copies": 0, "bf16_copies_beyond": 0}
+    every = max(0, s.total - s.trainable - s.vocab * s.hidden) * 2
+    return {"bf16_copies": every, "bf16_copies_beyond": every * (s.layers - s.in_backward) // max(s.layers, 1)}
 
 
 def _adamw_temporary(cfg, s: Shape) -> int:
@@ -147,9 +160,10 @@ def peak(cfg, pt: dict[str, int]) -> tuple[int, str]:
     """(peak bytes, the moment it happens) from the parts."""
     held_grads = pt["gradients"] if cfg.train.grad_accum > 1 else pt["head_gradient"]
     moments = {
-        "start of backward": pt["weights"] + pt["optimizer"] + pt["activations"] + pt["logits"] + held_grads,
-        "end of backward": pt["weights"] + pt["optimizer"] + pt["gradients"],
-        "optimizer step": pt["weights"] + pt["optimizer"] + pt["gradients"] + pt["optimizer_temp"],
+        "start of backward": pt["weights"] + pt["optimizer"] + pt["activations"] + pt["logits"] + held_grads
+        + pt["bf16_copies_beyond"],
+        "end of backward": pt["weights"] + pt["optimizer"] + pt["gradients"] + pt["bf16_copies"],
+        "optimizer step": pt["weights"] + pt["optimizer"] + pt["gradients"] + pt["optimizer_temp"] + pt["bf16_copies"],
     }
     when = max(moments, key=moments.get)
     return moments[when] + pt["retention"] + pt["runtime"], when

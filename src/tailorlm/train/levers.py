@@ -1,6 +1,7 @@
 """Speed levers: switches in train.* that change how a step is computed, never what it computes.
-Each is off by default and tested for the same loss and gradients as the plain path
-(tests/test_speed_levers.py); benchmarks/time_to_quality.py and speed.py measure what they buy.
+Each is tested for the same loss and gradients as the plain path (tests/test_speed_levers.py) and
+measured by benchmarks/levers.py (plain and lever steps interleaved in one process); on by default
+are the two that won there: train.loss_chunk (1024) and train.frozen_cast.
 
   train.loss_chunk      the LM head and cross-entropy on label positions only, in chunks (each chunk
                         recomputed in backward), as Liger's fused linear cross-entropy and TRL's
@@ -8,6 +9,8 @@ Each is off by default and tested for the same loss and gradients as the plain p
   train.frozen_bottom   the blocks below the lowest adapted one run without autograd.
   train.compile         torch.compile of each transformer block (not the head: the chunked loss
                         swaps it, and a block compiles once for all layers of the same shape).
+  train.frozen_cast     under bf16 autocast, frozen linear weights are cast to bf16 once, not in every
+                        forward (autocast caches casts of trained leaves only): on by default.
   train.optimizer_impl  lives in train/optim.py (AdamW's foreach / fused kernels).
 """
 from __future__ import annotations
@@ -40,13 +43,14 @@ def head_skipped(model):
         del head.forward
 
 
-def _check_plain_head(model) -> None:
-    """Models whose logits are more than `head(hidden)` (a scale) would be scored wrongly."""
+def logit_scale(model) -> str | None:
+    """Models whose logits are more than `head(hidden)` (a scale) would be scored wrongly by the
+    chunked loss: the setting that says so, or None."""
     cfg = model.config.get_text_config()
     for key in ("logit_scale", "logits_scaling", "output_multiplier_scale"):
         if getattr(cfg, key, None) not in (None, 1, 1.0):
-            raise ConfigError(f"train.loss_chunk: this model scales its logits ({key}={getattr(cfg, key)}), which "
-                              "the chunked loss does not reproduce. Fix: train.loss_chunk=null")
+            return f"{key}={getattr(cfg, key)}"
+    return None
 
 
 def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, head, softcap: float | None) -> torch.Tensor:
@@ -64,7 +68,9 @@ def chunked_lm_loss_sum(model, batch: Batch, chunk: int) -> tuple[torch.Tensor, 
     packed batch's rows share few label columns; this scores the N = n_targets positions only, and
     torch.utils.checkpoint recomputes each chunk's (chunk, vocab) logits in backward instead of keeping
     them, so the logits held at once are (chunk, vocab)."""
-    _check_plain_head(model)
+    if (scale := logit_scale(model)) is not None:
+        raise ConfigError(f"train.loss_chunk: this model scales its logits ({scale}), which the chunked loss does "
+                          "not reproduce. Fix: train.loss_chunk=null")
     with head_skipped(model) as head:
         hidden = lm_logits(model, batch, batch.keep)          # (rows, K, hidden): the head's input
     targets = batch.targets[:, batch.keep]                    # (rows, K)
@@ -80,9 +86,14 @@ def chunked_lm_loss_sum(model, batch: Batch, chunk: int) -> tuple[torch.Tensor, 
     return total, batch.n_targets
 
 
-def loss_function(task: str, chunk: int | None):
-    """The run's loss_fn: the plain one of `task`, or the chunked LM loss with train.loss_chunk."""
+def loss_function(task: str, chunk: int | None, model=None, say=None):
+    """The run's loss_fn: the chunked LM loss with train.loss_chunk, else the plain one of `task`
+    (also for a model that scales its logits, which the chunked loss would score wrongly)."""
     if chunk and task == "causal_lm":
+        if model is not None and (scale := logit_scale(model)) is not None:
+            if say:
+                say(f"[tailorlm] train.loss_chunk: off for this model ({scale}: it scales its logits)")
+            return LOSSES[task]
         return partial(chunked_lm_loss_sum, chunk=chunk)
     return LOSSES[task]
 
@@ -123,6 +134,44 @@ def compile_blocks(model, mode: str, backend: str = "inductor") -> int:
     for layer in layers:
         layer.compile(mode=None if mode == "default" else mode, backend=backend)
     return len(layers)
+
+
+class FrozenCast:
+    """bf16 copies of the frozen nn.Linear weights, swapped in (`p.data`, no copy) for the training step
+    only, so evaluation, checkpoints and export see the fp32 weights untouched.
+
+    Under torch.autocast(bfloat16) F.linear casts an fp32 weight to bf16 on every call; the cast is
+    cached only for leaves that require grad, so a frozen base weight is re-cast in every forward and
+    every gradient-checkpointing recompute (a LoRA step of SmolLM2-135M writes ~0.25 GB of bf16 copies).
+    Handing F.linear the same bf16 values it would have made gives bit-identical results; the copies
+    live as long as the run (autocast's transient ones live through each backward anyway). Weights tied
+    to the input embeddings (an embedding lookup is not autocast) are left alone."""
+
+    def __init__(self, model):
+        tied = {id(p) for p in model.get_input_embeddings().parameters()}
+        self.pairs = [(p, p.data, p.data.to(torch.bfloat16)) for m in model.modules() if isinstance(m, torch.nn.Linear)
+                      for p in m.parameters(recurse=False)
+                      if not p.requires_grad and p.dtype == torch.float32 and id(p) not in tied and p.dim() == 2]
+
+    @contextlib.contextmanager
+    def swapped(self):
+        for p, _, low in self.pairs:
+            p.data = low
+        try:
+            yield
+        finally:
+            for p, full, _ in self.pairs:
+                p.data = full
+
+
+def step_scope(model, tc, dist_kind: str):
+    """What wraps each training step's forwards and backwards: FrozenCast's swap where it applies
+    (train.frozen_cast, bf16 precision, not FSDP, whose flat shards it cannot swap), else nothing."""
+    if tc.frozen_cast and tc.precision == "bf16" and dist_kind != "fsdp":
+        cast = FrozenCast(model)
+        if cast.pairs:
+            return cast.swapped
+    return contextlib.nullcontext
 
 
 def apply_levers(model, tc, say) -> None:

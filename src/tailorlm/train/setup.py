@@ -27,7 +27,7 @@ from ..seed import seed_everything
 from . import checkpoint
 from .callbacks import Callbacks, Console, MetricsLogger, load_callbacks
 from .distributed import Dist
-from .levers import apply_levers, loss_function
+from .levers import apply_levers, loss_function, step_scope
 from .log import MetricsLog
 from .optim import build_optimizer, build_scheduler
 from .preflight import audit_data, plan_check
@@ -100,11 +100,11 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         order=Order(len(data.train), rank_batch, tc.seed, groups=data.groups),
         make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
                            row_tokens=cfg.data.max_length),
-        loss_fn=loss_function(cfg.model.task, tc.loss_chunk),
+        loss_fn=loss_function(cfg.model.task, tc.loss_chunk, model, say),
         guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
                     cfg.retention.patience),
-        eval_ctx=ctx, callbacks=cbs, retention=retention, n_trainable=n_train, n_total=n_total, t_start=t_start,
-        base_scores=base_scores)
+        eval_ctx=ctx, callbacks=cbs, retention=retention, step_scope=step_scope(model, tc, dist.mode),
+        n_trainable=n_train, n_total=n_total, t_start=t_start, base_scores=base_scores)
     if resume:
         _resume(run, log, start.resume_from)
     _start_budget(run)

@@ -6,6 +6,7 @@ optimiser state beside it), and `load_state_dict()` puts a run back where that c
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +35,7 @@ class RunState:
     eval_ctx: Any                  # eval.evaluators.EvalContext
     callbacks: Any                 # train.callbacks.Callbacks
     retention: Optional[Any] = None   # retention.session.Retention, when forgetting is measured
+    step_scope: Any = contextlib.nullcontext   # () -> context around a step's passes (train.levers.step_scope)
     n_trainable: int = 0
     n_total: int = 0
     t_start: float = 0.0

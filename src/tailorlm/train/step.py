@@ -23,9 +23,10 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
     # normalise by the target tokens of the whole accumulated global batch (all ranks), not a mean of
     # micro-batch means
     n_tokens = int(dist.sum(sum(b.n_targets for b in micro))[0])
-    loss_sum = task_backward(run, micro, n_tokens)
-    extra = retention_backward(run) if run.retention is not None else {}
-    extra.update(extra_backward(run))
+    with run.step_scope():   # train.frozen_cast: frozen weights' bf16 copies, for this step's passes only
+        loss_sum = task_backward(run, micro, n_tokens)
+        extra = retention_backward(run) if run.retention is not None else {}
+        extra.update(extra_backward(run))
     if not all(math.isfinite(extra.get(k, 0.0)) for k in ("penalty", "extra_loss")):
         loss_sum = float("nan")   # a non-finite penalty skips the step like a non-finite loss
     gnorm = dist.clip_grad_norm(run.params, tc.max_grad_norm)   # global: gradients are synced by now
