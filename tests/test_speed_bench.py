@@ -15,13 +15,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def speed():
-    spec = importlib.util.spec_from_file_location("speed_bench", ROOT / "benchmarks" / "speed.py")
+def load_bench(name: str, script: str):
+    """A benchmark script as a module (benchmarks/ is not a package; its scripts put it on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["speed_bench"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def speed():
+    return load_bench("speed_bench", "speed.py")
 
 
 def test_parse_cuda_plan(speed):
@@ -70,11 +75,7 @@ def test_contenders_in_process(speed, tiny_llama, tmp_path):
 
 @pytest.fixture(scope="module")
 def ttq():
-    spec = importlib.util.spec_from_file_location("ttq_bench", ROOT / "benchmarks" / "time_to_quality.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ttq_bench"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("ttq_bench", "time_to_quality.py")
 
 
 def test_time_to_quality_tiny_end_to_end(tiny_llama, tmp_path):
@@ -131,9 +132,7 @@ def test_time_to_quality_one_scorer_for_all(ttq, tiny_llama, tmp_path, monkeypat
 def test_levers_interleaved_pair(tiny_llama, tmp_path):
     """benchmarks/levers.py: the plain run and the lever's run built by tailorlm's setup and stepped in
     turn on the same batches; their losses agree (the lever changes how, not what) and the row reads."""
-    spec = importlib.util.spec_from_file_location("levers_bench", ROOT / "benchmarks" / "levers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("levers_bench", "levers.py")
     a = mod.parse_args(["--workloads", "a", "--steps", "3", "--warmup", "1", "--threads", "1"])
     a.rows = 80
     info = mod.prepare_data(tmp_path, a, str(tiny_llama))["a"]
