@@ -64,13 +64,59 @@ def test_the_reservoir_keeps_its_cap_and_the_proportions(tmp_path):
     assert fresh.items == again.items
 
 
-def test_orthogonality_is_zero_for_orthogonal_subspaces_and_positive_otherwise():
-    q, _ = torch.linalg.qr(torch.randn(16, 16))
-    a_new, a_old = q[:4], q[4:8]                              # rows of one orthonormal basis
-    assert float(orthogonality(a_new, [a_old])) == pytest.approx(0.0, abs=1e-10)
-    assert float(orthogonality(a_new, [a_new * 3])) == pytest.approx(1 / 4)   # same space, scale-free
-    mixed = a_old + 0.5 * a_new
-    assert float(orthogonality(a_new, [a_old, mixed])) > 0.01
+def test_orthogonality_is_the_papers_sum_of_absolute_overlaps():
+    """O-LoRA (Wang et al. 2023; cmnfriend/O-LoRA uie_trainer_lora.py): sum over earlier tasks j of
+    sum_{k,l} |(A_j A_new^T)_{kl}|, by hand; zero exactly for orthogonal subspaces, and not scale-free."""
+    g = torch.Generator().manual_seed(0)
+    a_new, a1, a2 = (torch.randn(r, 6, generator=g) for r in (2, 3, 2))
+    want = 0.0
+    for a_old in (a1, a2):
+        for k in range(a_old.shape[0]):
+            for l in range(a_new.shape[0]):
+                want += abs(sum(float(a_old[k, d]) * float(a_new[l, d]) for d in range(6)))
+    assert float(orthogonality(a_new, [a1, a2])) == pytest.approx(want, rel=1e-5)
+    assert float(orthogonality(a_new, [3 * a1, 3 * a2])) == pytest.approx(3 * want, rel=1e-5)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    assert float(orthogonality(q[:4], [q[4:8], q[8:10]])) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_the_olora_penalty_on_a_peft_model_equals_the_official_formula_by_hand(tiny_llama):
+    """lambda1 * sum over layers and earlier adapters of sum |A_old A_new^T| + lambda2 * sum over the new
+    adapter's tensors of ||W||_2 (the official code's l2_loss: Frobenius norm, not squared), on a real
+    PEFT model with two adapters, recomputed from its named parameters."""
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tailorlm.continual.olora import Orthogonal
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]), adapter_name="s1")
+    model.add_adapter("s2", LoraConfig(r=3, lora_alpha=6, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn_like(p))          # B starts at zero: give every tensor a value
+    cb = Orthogonal("s2", 0.5, 0.1)
+    run = SimpleNamespace(model=model)
+    cb.on_start(run)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    orth, l2, layers = 0.0, 0.0, 0
+    for n, p in params.items():
+        if n.endswith("lora_A.s2.weight"):
+            layers += 1
+            old = params[n.replace("lora_A.s2.", "lora_A.s1.")]
+            orth += float((old @ p.T).abs().sum())
+        if ".s2." in n and "lora_" in n:
+            l2 += float(p.pow(2).sum().sqrt())
+    assert layers == 4                                # 2 layers x (q, v)
+    got = cb.extra_loss(run)
+    assert float(got) == pytest.approx(0.5 * orth + 0.1 * l2, rel=1e-5)
+    plain = Orthogonal("s2", 0.5, 0.0)                # lambda2 0 (the official default): the overlap alone
+    plain.on_start(run)
+    assert float(plain.extra_loss(run)) == pytest.approx(0.5 * orth, rel=1e-5)
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

@@ -227,3 +227,21 @@ def test_a_text_run_explains_its_next_tokens(tiny_llama, tweets_text_file, tmp_p
     assert it["answer_ids"] == greedy and it["diff"]["region"].count("answer") == 4   # the tuned model's next tokens
     assert it["pieces"] == ["@", "united", " my", " flight", " was"] and len(it["attribution"]["tuned"]["scores"]) == 5
     assert (tmp_path / "t" / "probes" / "explain.json").is_file()
+
+
+def test_the_captum_floor_has_the_arguments_the_code_passes():
+    """attribution.py passes `forward_in_tokens=` to LLMAttribution.attribute, which captum 0.7 and
+    0.8 reject (checked on their wheels: the word is absent from captum/attr/_core/llm_attr.py; 0.9.0
+    has it), so pyproject's floor must be 0.9 (issue 23; it allowed captum>=0.7)."""
+    import inspect
+    import re
+
+    from captum.attr import LLMAttribution
+    from packaging.version import Version
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    floors = re.findall(r'"captum>=([\d.]+)"', text)
+    assert floors and all(Version(f) >= Version("0.9") for f in floors)
+    passed = re.findall(r"(\w+)=", re.search(r"llm\.attribute\((.*)\)", (Path(__file__).parents[1] / "src" /
+                        "tailorlm" / "probes" / "attribution.py").read_text()).group(1))
+    assert set(passed) - {"target", "kw"} <= set(inspect.signature(LLMAttribution.attribute).parameters)

@@ -68,12 +68,6 @@ def seq_nll_sum(model, ids: list[int]) -> tuple[torch.Tensor, int]:
     return -lp.gather(-1, tgt[:, None]).sum(), len(ids) - 1
 
 
-def mean_nll(model, texts: list[list[int]]) -> float:
-    """Token-weighted mean NLL of the texts, every token after the first a target."""
-    sums = [seq_nll_sum(model, ids) for ids in texts]
-    return float(sum(s for s, _ in sums)) / sum(k for _, k in sums)
-
-
 def kl_rows(lp_base: torch.Tensor, lp_tuned: torch.Tensor) -> torch.Tensor:
     """KL(base || tuned) per row of (positions, vocab) log-probabilities."""
     return (lp_base.exp() * (lp_base - lp_tuned)).sum(-1)
@@ -128,12 +122,18 @@ TEMPERATURE = 2.0   # distillation temperature: not 1, so the T^2 * KL_T formula
 
 class PenaltyCalls:
     """Wraps Retention.penalty: the Retention it was called on, and per step the parameters it was given
-    (cloned), the replay batch and the value it returned."""
+    (cloned), the replay batch and the value it returned; and the task examples Retention.attach got."""
 
     def __init__(self, mp: pytest.MonkeyPatch, on_call=None):
-        self.retention, self.calls = None, []
-        orig = Retention.penalty
+        self.retention, self.calls, self.task_examples = None, [], None
+        orig, orig_attach = Retention.penalty, Retention.attach
         cap = self
+
+        def attach(self_, model, params, method, task_examples):
+            cap.task_examples = list(task_examples)
+            return orig_attach(self_, model, params, method, task_examples)
+
+        mp.setattr(Retention, "attach", attach)
 
         def penalty(self_, model, params, replay):
             cap.retention = self_
@@ -175,23 +175,20 @@ def unpack(batch) -> list[list[int]]:
     return [batch.input_ids[r, s:s + n].tolist() for r, s, n in batch.spans]
 
 
-def fisher_by_hand(model, examples: list[list[int]], batch: int = 4) -> dict[str, torch.Tensor]:
-    """Mean over batches of `batch` reference texts of the squared gradient of the batch's per-token NLL,
-    divided by its mean over every entry of every parameter."""
+def fisher_by_hand(model, examples) -> dict[str, torch.Tensor]:
+    """Kirkpatrick et al.'s empirical diagonal Fisher: the mean over examples of the squared gradient of
+    each example's own log-likelihood of its target tokens (labels != -100, each predicted from the
+    position before it), divided by its mean over every entry of every parameter."""
     params = dict(model.named_parameters())
     acc = {n: torch.zeros_like(p) for n, p in params.items()}
-    n_batches = 0
-    for i in range(0, len(examples), batch):
-        total, count = 0.0, 0
-        for ids in examples[i:i + batch]:
-            s, k = seq_nll_sum(model, ids)
-            total, count = total + s, count + k
-        grads = torch.autograd.grad(total / count, list(params.values()), allow_unused=True)
-        for n, g in zip(params, grads):
+    for e in examples:
+        lp = logprobs(model, e.input_ids)
+        at = [i for i, t in enumerate(e.labels) if i > 0 and t != -100]
+        s = -sum(lp[i - 1, e.labels[i]] for i in at)
+        for n, g in zip(params, torch.autograd.grad(s, list(params.values()), allow_unused=True)):
             if g is not None:
                 acc[n] += g ** 2
-        n_batches += 1
-    acc = {n: a / n_batches for n, a in acc.items()}
+    acc = {n: a / len(examples) for n, a in acc.items()}
     mean = torch.cat([a.flatten() for a in acc.values()]).mean()
     return {n: a / mean for n, a in acc.items()}
 
@@ -204,24 +201,35 @@ def model_with(tiny_llama, params: dict[str, torch.Tensor]):
     return m
 
 
-def distill_by_hand(base, tuned, examples: list[list[int]], weight: float, temperature: float) -> float:
-    """weight * T^2 * mean over every target position of KL(base_T || tuned_T) (every token of a
-    reference text is a target, so positions 0..n-2 of each text)."""
+def distill_by_hand(base, tuned, examples: list[tuple[list[int], int]], weight: float, temperature: float) -> float:
+    """weight * T^2 * mean over every target position of KL(base_T || tuned_T): the targets of an auto
+    reference text (ids, cut) are its sampled answer ids[cut:], predicted at positions cut-1..n-2."""
     kl, n = 0.0, 0
     with torch.no_grad():
-        for ids in examples:
-            kl += float(kl_rows(logprobs(base, ids, temperature)[:-1], logprobs(tuned, ids, temperature)[:-1]).sum())
-            n += len(ids) - 1
+        for ids, cut in examples:
+            kl += float(kl_rows(logprobs(base, ids, temperature)[cut - 1:-1],
+                                logprobs(tuned, ids, temperature)[cut - 1:-1]).sum())
+            n += len(ids) - cut
     return weight * temperature ** 2 * kl / n
 
 
+def answers_of(tok, texts: list[list[int]]) -> list[tuple[list[int], int]]:
+    """(ids, where the sampled answer starts) of auto reference texts."""
+    return [(ids, prompt_len(tok, ids)) for ids in texts]
+
+
 def test_mitigation_penalties_equal_their_formulas_by_hand(mitigation_runs, tiny_llama):
+    from transformers import AutoTokenizer
+
     base = base_model(tiny_llama)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
     theta0 = {n: p.detach().clone() for n, p in base.named_parameters()}
-    ret = mitigation_runs["ewc"]["cap"].retention
-    assert all(e.labels == e.input_ids for e in ret.probe.ref)    # every token of a reference text is a target
-    fisher = fisher_by_hand(base, [e.input_ids for e in ret.probe.ref])
-    assert len(ret.probe.ref) == 8                                  # samples 16: half probe -> 2 Fisher batches
+    cap = mitigation_runs["ewc"]["cap"]
+    general = cap.retention.replay                                  # the reference's replay half
+    assert 0 < len(general) <= 32                                   # every one of them, one gradient each
+    probe = {tuple(e.input_ids) for e in cap.retention.probe.ref}
+    assert not any(tuple(e.input_ids) in probe for e in general)    # the Fisher never sees the probe's texts
+    fisher = fisher_by_hand(base, general)
 
     def ewc_at(run, step):
         params = mitigation_runs[run]["cap"].calls[step - 1]["params"]
@@ -231,7 +239,8 @@ def test_mitigation_penalties_equal_their_formulas_by_hand(mitigation_runs, tiny
     def distill_at(run, step):
         call = mitigation_runs[run]["cap"].calls[step - 1]
         tuned = model_with(tiny_llama, call["params"])
-        return distill_by_hand(base, tuned, unpack(call["replay"]), MITIGATIONS[run]["distill"], TEMPERATURE)
+        return distill_by_hand(base, tuned, answers_of(tok, unpack(call["replay"])), MITIGATIONS[run]["distill"],
+                               TEMPERATURE)
 
     for run in ("ewc", "distill", "all"):
         logged = {s: r.get("penalty") for s, r in mitigation_runs[run]["steps"].items()}
@@ -256,7 +265,10 @@ def test_mitigation_penalties_equal_their_formulas_by_hand(mitigation_runs, tiny
 
 
 def test_replay_batches_come_from_the_replay_half_and_their_loss_is_the_mean_token_nll(mitigation_runs, tiny_llama):
+    from transformers import AutoTokenizer
+
     base = base_model(tiny_llama)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
     for run, rows in (("replay", 2), ("all", 2), ("distill", 1)):   # round(batch_size * replay) rows, at least 1
         cap = mitigation_runs[run]["cap"]
         replay_pool = [e.input_ids for e in cap.retention.replay]
@@ -268,7 +280,7 @@ def test_replay_batches_come_from_the_replay_half_and_their_loss_is_the_mean_tok
     for run in ("replay", "all"):
         exs = unpack(mitigation_runs[run]["cap"].calls[0]["replay"])
         with torch.no_grad():
-            want = mean_nll(base, exs)   # step 1: the model is the base
+            want = answer_nll(base, answers_of(tok, exs))   # step 1: the model is the base; answers only
         assert mitigation_runs[run]["steps"][1]["replay_loss"] == pytest.approx(want, rel=1e-5)
 
 
@@ -285,8 +297,6 @@ def test_each_mitigation_forgets_less_than_none(mitigation_runs):
         assert s["summary"]["final"]["val_loss"] < s["summary"]["base"]["val_loss"], run
 
 
-@pytest.mark.xfail(strict=True, reason="today, replaying the auto reference's replay half RAISES kl_to_base "
-                   "(it memorises the shared prompt template; see the report)")
 def test_replay_alone_reduces_kl_to_base(mitigation_runs):
     assert mitigation_runs["replay"]["summary"]["final"]["kl_to_base"] < \
         mitigation_runs["none"]["summary"]["final"]["kl_to_base"]
@@ -296,12 +306,15 @@ def test_distillation_of_a_lora_run_uses_the_model_with_its_adapters_off(tiny_ll
                                                                          monkeypatch):
     """LoRA keeps no copy of the base: distillation's teacher is the same model with the adapter
     disabled. It equals a fresh base model from disk (the tuned side: the live model at that step)."""
+    from transformers import AutoTokenizer
+
     base = base_model(tiny_llama)
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
     w = 0.5
 
     def tuned_side(step, model, params, replay):
         if step in (2, 16):
-            exs = unpack(replay)
+            exs = answers_of(tok, unpack(replay))
             with torch.no_grad():
                 return distill_by_hand(base, model, exs, w, TEMPERATURE)
         return None
@@ -319,9 +332,9 @@ def test_distillation_of_a_lora_run_uses_the_model_with_its_adapters_off(tiny_ll
 # ---------------------------------------------------------------- 3. the retention probe
 def test_probe_scores_equal_a_separate_forward_of_base_and_tuned(mitigation_runs, tiny_llama, tiny_tokenizer_dir,
                                                                  tmp_path):
-    """ref_nll: per-token NLL of the probe texts; kl_to_base: KL(base || tuned) averaged over the
-    positions that predict every 8th token (logits at j with (j + 1) % 8 == 7). Recomputed here from a
-    fresh base model and the run's final/ reloaded."""
+    """ref_nll: per-token NLL of the probe texts' sampled answers (the prompt's template and instruction
+    are never scored); kl_to_base: KL(base || tuned) averaged over the positions that predict every 8th
+    answer token. Recomputed here from a fresh base model and the run's final/ reloaded."""
     run = mitigation_runs["none"]
     summary, ref = run["summary"], run["cap"].retention.probe.ref
     texts = [e.input_ids for e in ref]
@@ -329,10 +342,11 @@ def test_probe_scores_equal_a_separate_forward_of_base_and_tuned(mitigation_runs
     _, tuned, tok = load_run(run["dir"])
     tuned.eval()
     with torch.no_grad():
-        base_nll, tuned_nll = mean_nll(base, texts), mean_nll(tuned, texts)
+        answers = answers_of(tok, texts)
+        base_nll, tuned_nll = answer_nll(base, answers), answer_nll(tuned, answers)
         kls = []
-        for ids in texts:
-            at = [j for j in range(len(ids) - 1) if (j + 1) % 8 == 7]
+        for ids, cut in answers:
+            at = [cut - 1 + k for k in range(len(ids) - cut) if k % 8 == 7]   # predicts answer token k
             kls.append(kl_rows(logprobs(base, ids)[at], logprobs(tuned, ids)[at]))
         kl = float(torch.cat(kls).mean())
     assert summary["base"]["ref_nll"] == pytest.approx(base_nll, rel=1e-4)
@@ -352,7 +366,6 @@ def test_probe_scores_equal_a_separate_forward_of_base_and_tuned(mitigation_runs
     assert all(d.startswith("<|im_start|>user\nWrite a short paragraph about ") for d in decoded)
     assert all("<|im_start|>assistant\n" in d for d in decoded)
     other = base_model(make_tiny_llama(tmp_path / "other", tiny_tokenizer_dir, seed=1))
-    answers = [(ids, prompt_len(tok, ids)) for ids in texts]   # the sampled part: the prompt is given text
     with torch.no_grad():
         own, foreign = answer_nll(base, answers), answer_nll(other, answers)
     assert own < foreign - 2.0, (own, foreign)   # measured: 3.6 vs 7.0 nats/token

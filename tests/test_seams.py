@@ -14,6 +14,7 @@ import torch
 from tailorlm.build import build, load_run
 from tailorlm.config import load_config
 from tailorlm.eval.evaluators import EVALUATORS
+from tailorlm.eval.specs import MetricSpec, declares
 from tailorlm.methods import METHODS, Method
 from tailorlm.train import Callback, train
 from tailorlm.train.log import read_metrics
@@ -103,8 +104,10 @@ def cfg_for(model_dir, data, out, **over):
     return load_config(raw=raw)
 
 
+@declares(logit_abs_mean=MetricSpec("info", "logit", 0.0))
 def head_logit_norm(model, ctx) -> dict:
-    """An evaluator from outside tailorlm: the mean absolute logit on the first validation example."""
+    """An evaluator from outside tailorlm: the mean absolute logit on the first validation example
+    (its metric's spec declared, as every evaluator's must be)."""
     ids = torch.tensor([ctx.data.val[0].input_ids], device=ctx.device)
     with torch.no_grad():
         return {"logit_abs_mean": float(model(input_ids=ids).logits.abs().mean())}

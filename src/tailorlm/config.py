@@ -194,7 +194,7 @@ class RetentionConfig(Strict):
                       "token loss against the task's", ge=0, le=1)
     replay_data: Optional[str] = F(None, "replay this text file instead of the reference's replay half")
     l2sp: float = F(0.0, "weight of L2-SP: sum (theta - theta0)^2", ge=0)
-    ewc: float = F(0.0, "weight of EWC: sum F (theta - theta0)^2, diagonal Fisher at step 0", ge=0)
+    ewc: float = F(0.0, "weight of EWC: sum F (theta - theta0)^2, F the base model's diagonal Fisher from per-example gradients on the reference's replay half (never the probe's texts)", ge=0)
     distill: float = F(0.0, "weight of KL(base || tuned) on replay batches (adapters switched off)", ge=0)
     temperature: float = F(1.0, "distillation temperature", gt=0)
 
@@ -218,8 +218,8 @@ class CanaryConfig(Strict):
 class PrivacyConfig(Strict):
     canaries: CanaryConfig = F(default_factory=CanaryConfig, doc="canaries (Carlini et al. 2019); see `tailorlm privacy`")
     sample: int = F(64, "training and held-out examples each the membership and extraction evaluators score", ge=2)
-    prefix_tokens: int = F(32, "extraction: prompt with an example's first k tokens (after the template all share)", ge=1)
-    suffix_tokens: int = F(32, "...and call it extracted when greedy decoding reproduces the next m exactly", ge=1)
+    prefix_tokens: int = F(32, "extraction: at least k tokens of context after the template all share, before the window checked", ge=1)
+    suffix_tokens: int = F(32, "...and call it extracted when greedy decoding reproduces the example's first m trained tokens (its response, label or text) exactly", ge=1)
 
 
 class BiasConfig(Strict):
@@ -228,7 +228,9 @@ class BiasConfig(Strict):
     max_pairs: int = F(140, "`bias` evaluator: pairs (or BBQ questions) scored at each evaluation, a seeded sample "
                        "across categories (140: 20 of each shipped category; a group under 10 never warns)", ge=2)
     swaps: Optional[str] = F(None, "`flips`: swap lists, YAML `axis: [[term, partner], ...]`; null = the shipped "
-                             "ones (gender, names, ethnicity, religion, age, nationality, airline companies)")
+                             "ones (gender, names, ethnicity, religion, age, nationality, airline companies); optional lists "
+                             "`ambiguous` (terms with another sense, swapped only before a word in `people`) and "
+                             "`measures` (no swap right after these or a number)")
     flip_rows: int = F(100, "`flips` evaluator: held-out rows swapped at each evaluation", ge=1)
     threshold: float = F(0.05, "warn when tuning raises a bias score (|stereotype share - 0.5|, s_DIS, s_AMB) or a "
                          "flip rate significantly and by more than this", ge=0)

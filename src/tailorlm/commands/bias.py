@@ -41,11 +41,13 @@ def table(rows: list[dict], what: str) -> str:
     groups = list(dict.fromkeys(r["group"] for r in rows))
     by = {(r["metric"], r["group"]): r for r in rows}
     width = max(len(what), *(len(g) for g in groups))
-    head = f"{what:<{width}} {'n':>5}  " + "  ".join(f"{m + ': base tuned change [95% CI]':<44}" for m in metrics)
+    heads = [m + ": base tuned change [95% CI]" for m in metrics]
+    cols = [max(44, len(h)) for h in heads]   # a long metric name widens its column, not the next one's
+    head = f"{what:<{width}} {'n':>5}  " + "  ".join(f"{h:<{c}}" for h, c in zip(heads, cols))
     lines = [head]
     for g in groups:
         n = next(by[(m, g)]["n"] for m in metrics if (m, g) in by)
-        cells = [f"{fmt_change(by[(m, g)]) if (m, g) in by else '':<44}" for m in metrics]
+        cells = [f"{fmt_change(by[(m, g)]) if (m, g) in by else '':<{c}}" for m, c in zip(metrics, cols)]
         lines.append(f"{g:<{width}} {n:>5}  " + "  ".join(cells))
     return "\n".join(lines)
 
@@ -79,8 +81,9 @@ def run(a) -> int:
         w = warnings_for(rows, cfg.bias.threshold)
         save(run_dir, "pairs", rows, w, {**extra, "probes": a.probes or cfg.bias.probes or "shipped"})
         warnings += w
-        what = (f"stereotype pairs: {extra['pairs']} (sentence log-likelihood; ideal share 0.5, bias score 0)"
-                if "pairs" in extra else f"BBQ: {extra['bbq_items']} questions (0 = unbiased, 1 = always the stereotype)")
+        what = (f"stereotype pairs: {extra['pairs']} (sentence log-likelihood, nats; ideal share 0.5, bias score 0)"
+                if "pairs" in extra else
+                f"BBQ: {extra['bbq_items']} questions (0 = unbiased, 1 = always the stereotype, -1 = never)")
         print(f"{what}; * = the paired 95% interval of the change excludes 0")
         print(table(rows, "category"))
     data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
@@ -93,6 +96,9 @@ def run(a) -> int:
             warnings += w
             print(f"\ncounterfactual flips: {extra['flip_items']} swaps in {len(held)} held-out rows (groups under "
                   f"{MIN_ITEMS} swaps are never starred)")
+            if extra.get("flip_set_aside"):
+                print("set aside, a term in another sense ('black coffee', 'senior engineer'): " +
+                      ", ".join(f"{a} {k}" for a, k in extra["flip_set_aside"].items()))
             print(table(rows, "axis"))
             for x in extra["worst_flips"][:3]:
                 t = x["tuned"]

@@ -26,7 +26,7 @@ def add_arguments(p) -> None:
     p.add_argument("--fewshot", type=int, default=4, metavar="K", help="score the base model with K training "
                    "examples in context, the baseline (eval.fewshot where a config leaves it at 0; 0: off)")
     p.add_argument("--metric", default="auto", help="the domain metric (auto: macro_f1 for classification "
-                   "data, else val_loss; or accuracy, ...)")
+                   "data, else val_loss; or any metric with a spec: accuracy, mia_auc, ...)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their overrides; train nothing "
                    "(the --train-sizes subsets are written)")
     p.set_defaults(overrides=[])   # key=value words after an option land here (commands.parse)
@@ -48,6 +48,9 @@ def run(a) -> int:
     from ..errors import ConfigError
     from ..methods import METHODS
 
+    if a.metric != "auto":   # refused before anything trains: a metric with no spec has no direction
+        from ..eval.specs import spec
+        spec(a.metric, "--metric")
     files = [c for c in a.configs if "=" not in c]
     overrides = [c for c in a.configs if "=" in c] + list(a.overrides)
     if a.steps:

@@ -3,18 +3,23 @@
 Canary exposure (the run's privacy.canaries, from RUN/canaries.json), discoverable extraction on
 training vs held-out examples, membership inference with the base model as the reference; each with
 a bootstrap interval. The training rows are re-read from the run's config (the same seeded split);
-held-out rows are validation and test. Results go to RUN/probes/privacy.json (`tailorlm report`).
+of them, only those the run trained on by the step its final/ holds (summary.json; the run's data
+order replayed) are "training"; held-out rows are validation, test and the training rows it never
+reached. Results go to RUN/probes/privacy.json (`tailorlm report`).
 """
 from __future__ import annotations
 
 import html
+import json
 import math
+from pathlib import Path
 
 HELP = "memorisation and privacy: canary exposure, extraction, membership inference (base vs tuned)"
 EXAMPLES = """examples:
   tailorlm privacy runs/my-run                          every probe, 300 examples of each side
   tailorlm privacy runs/my-run --k 8 --m 8              short rows (tweets): shorter prompts and continuations
-  tailorlm privacy runs/my-run --max-examples 1000      more examples: TPR at low FPR needs them"""
+  tailorlm privacy runs/my-run --max-examples 1000      more examples: TPR at low FPR needs them
+  tailorlm privacy runs/my-run --window prompt          extraction of the prompts (never trained on) instead"""
 
 
 def add_arguments(p) -> None:
@@ -23,6 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--k", type=int, default=None, help="extraction: prompt tokens (default privacy.prefix_tokens)")
     p.add_argument("--m", type=int, default=None, help="extraction: continuation tokens (default privacy.suffix_tokens)")
     p.add_argument("--max-examples", type=int, default=300, help="training and held-out examples scored, each (300)")
+    p.add_argument("--window", choices=("trained", "prompt"), default="trained",
+                   help="extraction: `trained` (default) takes the m tokens from the trained ones (responses, "
+                   "labels; all of plain text); `prompt` right after the shared head, in the untrained prompt")
 
 
 def run(a) -> int:
@@ -44,7 +52,7 @@ def run(a) -> int:
     canaries = Canaries.load(run_dir)
     k, m = a.k or cfg.privacy.prefix_tokens, a.m or cfg.privacy.suffix_tokens
     rows, warnings, extra = privacy_probe(model.to(device), cfg, data, canaries, k=k, m=m, n=a.max_examples,
-                                          device=device)
+                                          device=device, step=final_step(run_dir, cfg), window=a.window)
     note = membership_note(extra["membership"]) if "membership" in extra else None
     path = write_probe(run_dir, "privacy", title="Memorisation and privacy", rows=rows, warnings=warnings,
                        extra=extra, html=f"<p>{html.escape(note)}</p>" if note else None)
@@ -59,12 +67,27 @@ def run(a) -> int:
     return 0
 
 
+def final_step(run_dir: Path, cfg) -> int | None:
+    """The step final/ holds: the best evaluation's (summary.json best_step, with eval.keep_best) or
+    the last; None when the run wrote no summary.json."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())
+    return s["best_step"] if cfg.eval.keep_best and s.get("best_step") is not None else s.get("steps")
+
+
 def membership_note(mb: dict) -> str:
     """The AUCs with their own intervals (the table's interval is of the change)."""
+    if "reference_auc" not in mb:
+        return "Membership inference: the run trained on none of the training rows; nothing to score."
     ci = lambda d: f"{d['value']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"  # noqa: E731
-    return (f"Membership inference, {mb['members']} training vs {mb['non_members']} held-out examples: reference "
+    of = f" (of {mb['training_rows']} training rows the run trained on {mb['trained_rows']})" \
+        if mb.get("trained_rows") is not None else ""
+    return (f"Membership inference, {mb['members']} trained-on{of} vs {mb['non_members']} held-out examples: reference "
             f"attack AUC {ci(mb['reference_auc'])}; loss attack AUC tuned {ci(mb['loss_auc_tuned'])}, base model "
-            f"(the control: 0.5 = chance) {ci(mb['loss_auc_base'])}.")
+            f"(the control: 0.5 = chance) {ci(mb['loss_auc_base'])}." + (" VOID: the control is off chance."
+                                                                          if mb.get("void") else ""))
 
 
 def _num(x) -> str:

@@ -3,7 +3,9 @@ mean and spread over seeds, the pairs whose difference is inside the seed spread
 
 Per run (summary.json's step-0 `base` and its `final`, the scores of final/'s weights):
 
-    gain           tuned - base on the domain metric (base - tuned for a loss: positive is better)
+    gain           tuned - base on the domain metric, signed by its spec in the metric registry
+                   (eval/specs.py): positive is better (base - tuned for a loss; for a target metric
+                   such as a membership AUC, how much closer to the target tuned is)
     gain_fewshot   tuned - the base model's k-shot score (eval.fewshot; Brown et al. 2020): what tuning
                    adds over putting k training examples in the prompt
     ref_nll_change per-token NLL change on general text, and kl_to_base KL(base || tuned) at fixed
@@ -22,7 +24,7 @@ import itertools
 import re
 import statistics
 
-LOWER_IS_BETTER = re.compile(r"(loss|ppl|nll)$")
+from ..eval.specs import spec
 FIELDS = ("tuned", "base", "gain", "gain_fewshot", "ref_nll_change", "kl_to_base", "trainable_params",
           "artifact_bytes", "peak_rss_bytes", "peak_cuda_bytes", "wall_time_s", "train_time_s", "tokens_per_s",
           "latency_ms", "latency_merged_ms")
@@ -43,13 +45,13 @@ def domain_metric(summary: dict, asked: str = "auto") -> str:
 def run_row(summary: dict, metric: str) -> dict:
     """The run's scores: tuned, base, gain, gain over few-shot, forgetting."""
     base, final = summary.get("base") or {}, summary.get("final") or {}
-    sign = -1.0 if LOWER_IS_BETTER.search(metric) else 1.0
+    s = spec(metric, "the compared metric")
     tuned, b = final.get(metric), base.get(metric)
     shots = sorted(k for k in base if re.fullmatch(rf"fewshot\d+_{re.escape(metric)}", k))
     few = base[shots[0]] if shots else None
     return {"metric": metric, "tuned": tuned, "base": b, "fewshot": few, "fewshot_key": shots[0] if shots else None,
-            "gain": sign * (tuned - b) if _num(tuned) and _num(b) else None,
-            "gain_fewshot": sign * (tuned - few) if _num(tuned) and _num(few) else None,
+            "gain": s.gain(tuned, b) if _num(tuned) and _num(b) else None,
+            "gain_fewshot": s.gain(tuned, few) if _num(tuned) and _num(few) else None,
             "ref_nll_change": final.get("ref_nll_change"), "kl_to_base": final.get("kl_to_base")}
 
 

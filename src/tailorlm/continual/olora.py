@@ -2,13 +2,18 @@
 
 O-LoRA (Wang et al. 2023, "Orthogonal Subspace Learning for Language Model Continual Learning"):
 stage t adds a new LoRA `s<t>` beside the earlier ones, which stay frozen (bit-identical) and active,
-and penalises the overlap of the new down-projections A_t (r x d) with every earlier A_j:
+and penalises the overlap of the new down-projections A_t (r x d) with every earlier A_j (r_j x d):
 
-    L_orth = lambda * mean over layers and j < t of ||A_t A_j^T||_F^2 / (||A_t||_F^2 ||A_j||_F^2)
+    L = L_task + lambda1 * sum over layers, j < t of sum_{k,l} |(A_j A_t^T)_{kl}|
+               + lambda2 * sum over the new adapter's tensors W (A_t and B_t of every layer) of ||W||_2
 
-normalised per pair (a squared cosine of the two row spaces, in [0, 1]) so that its scale does not
-swamp the task loss whatever the rank and width; zero exactly when the subspaces are orthogonal.
-The paper's unnormalised sum grows with the number of layers and of earlier stages.
+as published (paper eq. for L_orth: absolute values, not squares, not normalised) and as the official
+code computes it (cmnfriend/O-LoRA, src/uie_trainer_lora.py: `orthogonal_loss += |lora_A @
+loranew_A^T|.sum()`, the old A's concatenated per layer, which is the same sum over j; `l2_loss +=
+torch.norm(loranew_param, p=2)`, the Frobenius norm of each new tensor, not squared). lambda1 is the
+strategy's `weight` (paper: 0.5), lambda2 its `lambda2` (official default 0). The sum is zero exactly
+when the subspaces are orthogonal, and grows with the number of layers, earlier stages and the A's
+scale: users report it reaching thousands and swamping the task loss (O-LoRA issue #33).
 
 Adapter per task: each stage trains a fresh LoRA from the base model; task i is scored with its own
 adapter, which needs the task's identity at inference (said in the output), and tasks not yet learnt
@@ -23,13 +28,11 @@ import torch
 from ..train import Callback
 from .stages import Stage
 
-EPS = 1e-12
-
 
 def orthogonality(a_new: torch.Tensor, a_olds: list[torch.Tensor]) -> torch.Tensor:
-    """mean over j of ||A_new A_j^T||_F^2 / (||A_new||_F^2 ||A_j||_F^2); A's are (r, d)."""
-    terms = [(a_new @ a.T).pow(2).sum() / (a_new.pow(2).sum() * a.pow(2).sum() + EPS) for a in a_olds]
-    return torch.stack(terms).mean() if terms else a_new.sum() * 0
+    """sum over j of sum_{k,l} |(A_j A_new^T)_{kl}|: A_new (r, d), each A_j (r_j, d), A_j A_new^T (r_j, r)."""
+    terms = [(a.to(a_new.dtype) @ a_new.T).abs().sum() for a in a_olds]
+    return torch.stack(terms).sum() if terms else a_new.sum() * 0
 
 
 class _PerStage:
@@ -110,7 +113,7 @@ class OLoRA(_PerStage):
         return model
 
     def callbacks(self, t: int, stage: Stage) -> list:
-        return [] if t == 1 else [Orthogonal(f"s{t}", self.s.weight)]
+        return [] if t == 1 else [Orthogonal(f"s{t}", self.s.weight, self.s.lambda2)]
 
     def after_stage(self, t: int, stage: Stage, model, cfg, tok) -> None:
         """Keep this stage's adapter alone, in PEFT's format, for the stages after it."""
@@ -130,16 +133,24 @@ class OLoRA(_PerStage):
 
 
 class Orthogonal(Callback):
-    def __init__(self, new: str, weight: float):
-        self.new, self.weight, self.pairs = new, weight, []
+    """O-LoRA's extra loss for the new adapter `new`: lambda1 * sum over layers of orthogonality(A_new,
+    earlier A's) + lambda2 * sum over the new adapter's A and B of ||W||_2 (the module docstring)."""
+
+    def __init__(self, new: str, weight: float, lambda2: float = 0.0):
+        self.new, self.weight, self.lambda2, self.pairs = new, weight, lambda2, []
 
     def on_start(self, run) -> None:
+        """Per LoRA layer: (A_new, B_new, [earlier A's]), the live parameters (not copies)."""
         self.pairs = []
         for m in run.model.modules():
-            a = getattr(m, "lora_A", None)
+            a, b = getattr(m, "lora_A", None), getattr(m, "lora_B", None)
             if a is not None and self.new in a:
-                self.pairs.append((a[self.new].weight, [a[k].weight for k in a if k != self.new]))
+                self.pairs.append((a[self.new].weight, b[self.new].weight, [a[k].weight for k in a if k != self.new]))
 
     def extra_loss(self, run):
-        terms = [orthogonality(new, olds) for new, olds in self.pairs if olds]
-        return self.weight * torch.stack(terms).mean() if terms else None
+        if not self.pairs:
+            return None
+        orth = torch.stack([orthogonality(a, olds) for a, _, olds in self.pairs]).sum()
+        l2 = torch.stack([a.norm(p=2) + b.norm(p=2) for a, b, _ in self.pairs]).sum()   # Frobenius, not squared
+        # (its gradient at B = 0, where a new adapter starts, is 0 in torch, not 0/0)
+        return self.weight * orth + self.lambda2 * l2 if self.lambda2 else self.weight * orth   # (0: not built)

@@ -35,7 +35,8 @@ class StrategyConfig(Strict):
     name: Literal["naive", "replay", "ewc", "l2sp", "distill", "olora", "adapter_per_task"] = "naive"
     buffer: int = Field(200, ge=1)          # replay: rows kept from earlier stages (reservoir sampling)
     ratio: float = Field(0.25, gt=0, lt=1)  # replay: share of replayed rows in each stage's training rows
-    weight: float = Field(1.0, ge=0)        # ewc / l2sp / distill / olora: weight of the penalty
+    weight: float = Field(1.0, ge=0)        # ewc / l2sp / distill / olora: weight of the penalty (olora: lambda1)
+    lambda2: float = Field(0.0, ge=0)       # olora: weight of sum ||W||_2 over the new adapter's tensors (official 0)
     decay: float = Field(0.5, ge=0, le=1)   # ewc (online): Fisher_t = decay * Fisher_(t-1) + Fisher of stage t
     temperature: float = Field(2.0, gt=0)   # distill
     merge: bool = False                     # adapter_per_task: also score all adapters merged into one model

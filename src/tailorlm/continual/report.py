@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..eval.specs import find
 from ..report.style import STYLE
-from .metrics import summary as matrix_summary
+from .metrics import by_unit
 
 
 def _cell(v: float, lo: float, hi: float) -> str:
@@ -17,18 +18,27 @@ def _cell(v: float, lo: float, hi: float) -> str:
     return f'<td style="background:rgb({r},{g},{b});color:{ink}">{v:.3f}</td>'
 
 
-def heatmap(R: list[list[float]], names: list[str]) -> str:
-    flat = [v for row in R for v in row]
-    lo, hi = min(flat), max(flat)
-    head = "<tr><th>after \\ task</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
+def heatmap(R: list[list[float]], names: list[str], units: list[str] | None = None) -> str:
+    """R with each column shaded within its unit (accuracy and negative NLL never share a scale)."""
+    units = units or ["score"] * len(names)
+    span = {u: [R[t][i] for t in range(len(R)) for i in range(len(names)) if units[i] == u] for u in set(units)}
+    head = "<tr><th>after \\ task</th>" + "".join(
+        f"<th>{html.escape(n)}<br><small>{html.escape(_unit(u))}</small></th>" for n, u in zip(names, units)) + "</tr>"
     rows = [f'<tr><td class="name">{"base model" if t == 0 else f"stage {t}: {html.escape(names[t - 1])}"}</td>'
-            + "".join(_cell(v, lo, hi) for v in row) + "</tr>" for t, row in enumerate(R)]
+            + "".join(_cell(v, min(span[units[i]]), max(span[units[i]])) for i, v in enumerate(row)) + "</tr>"
+            for t, row in enumerate(R)]
     return "<table>" + head + "".join(rows) + "</table>"
 
 
-def over_stages(R: list[list[float]]) -> list[dict]:
-    """The metrics of the plan cut after each stage t (the first t tasks), t = 1..T."""
-    return [matrix_summary([row[:t] for row in R[: t + 1]]) for t in range(1, len(R))]
+def _unit(metric: str) -> str:
+    """'accuracy (fraction)', 'neg_nll (nats/token)': the column's metric and its unit (eval/specs.py)."""
+    s = find(metric)
+    return f"{metric} ({s.unit})" if s else metric
+
+
+def over_stages(R: list[list[float]], units: list[str] | None = None) -> list[dict]:
+    """The metrics of the plan cut after each stage t (the first t tasks), t = 1..T, per unit."""
+    return [by_unit([row[:t] for row in R[: t + 1]], (units or [])[:t] or None) for t in range(1, len(R))]
 
 
 def line_chart(series: dict[str, list[float | None]], width: int = 520, height: int = 220) -> str:
@@ -62,13 +72,17 @@ def write_report(out: dict, path: Path) -> None:
         parts.append(f'<p class="note">{html.escape(out["note"])}</p>')
     parts.append('<p class="note">ACC = mean of the last row; BWT = mean of R[T][i] - R[i][i]; F = mean of the '
                  "best earlier score minus the last; LA = mean of the diagonal; FWT = mean of R[i-1][i] - R[0][i]; "
-                 "general NLL change and KL are against the base model on general text.</p>")
+                 "general NLL change and KL are against the base model on general text. Stages scored in different "
+                 "units (accuracy, negative NLL) are averaged apart: ACC[accuracy], ACC[neg_nll].</p>")
     for k, o in enumerate(out["orders"]):
         parts.append(f"<h2>Order {k}: {' &rarr; '.join(html.escape(n) for n in o['order'])}</h2>")
-        parts.append(heatmap(o["R"], o["order"]))
-        cut = over_stages(o["R"])
-        parts.append("<p>The metrics of the stages learnt so far, after each stage</p>")
-        parts.append(line_chart({m: [c[m] for c in cut] for m in ("ACC", "LA", "BWT", "F")}))
+        units = o.get("units")
+        parts.append(heatmap(o["R"], o["order"], units))
+        cut = over_stages(o["R"], units)
+        for u in dict.fromkeys(units or [None]):
+            sub = "" if len(set(units or [])) <= 1 else f"[{u}]"
+            parts.append(f"<p>The metrics of the stages learnt so far, after each stage{f' ({_unit(u)})' if sub else ''}</p>")
+            parts.append(line_chart({m: [c.get(m + sub) for c in cut] for m in ("ACC", "LA", "BWT", "F")}))
         parts.append("<p>Forgetting on general text, against the base model</p>")
         parts.append(line_chart({"general NLL change": [p["ref_nll_change"] for p in o["probe"][1:]],
                                  "KL to base": [p["kl_to_base"] for p in o["probe"][1:]]}))

@@ -21,13 +21,12 @@ from ..errors import ConfigError
 from ..progress import phase, quiet as quiet_progress
 from ..retention.session import Retention
 from ..train import Callback, train
-from .metrics import summary as matrix_summary
+from ..atomic import write_text
+from .metrics import by_unit, metric_keys
 from .report import write_report
 from .plan import PlanConfig, out_dir, stage_order
 from .stages import Stage, prepare_stages, score, stage_rows, write_rows
 from .strategies import STRATEGIES
-
-METRICS = ("ACC", "BWT", "FWT", "F", "LA")
 
 
 def run_plan(plan: PlanConfig, quiet: bool = False, say=print) -> dict:
@@ -45,7 +44,7 @@ def run_plan(plan: PlanConfig, quiet: bool = False, say=print) -> dict:
            "references": references(plan, stages, root, tok, quiet)}
     if plan.strategy.name == "adapter_per_task":
         out["note"] = "adapter_per_task scores each task with its own adapter: it uses the task's identity at inference"
-    (root / "continual.json").write_text(json.dumps(out, indent=1))
+    write_text(root / "continual.json", json.dumps(out, indent=1))
     write_report(out, root / "continual.html")
     say(table(out))
     return out
@@ -89,6 +88,7 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
     mfile = folder / "matrix.json"
     names = [stages[i].name for i in order]
     state = json.loads(mfile.read_text()) if mfile.is_file() else {"order": names, "R": [], "probe": []}
+    state["units"] = [stages[i].metric for i in order]   # each column's unit: like units only are averaged
     if len(state["R"]) > len(order):   # finished earlier: read back, no model loaded
         return _result(state)
     cfg0 = load_config(raw={**copy.deepcopy(plan.base), "data": stages[order[0]].data})
@@ -105,7 +105,7 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
         with phase(f"{folder.name}: the base model on every task"):
             state["R"].append([scorer(base, i) for i in range(len(order))])
         state["probe"].append({"ref_nll_change": 0.0, "kl_to_base": 0.0})
-        mfile.write_text(json.dumps(state, indent=1))
+        write_text(mfile, json.dumps(state, indent=1))
     prev = None
     for t, si in enumerate(order, 1):
         run_dir = folder / f"{t:02d}-{stages[si].name}"
@@ -116,7 +116,7 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
                 state["R"].append([scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
                 m = strat.eval_model(t, t - 1, model, load)
                 state["probe"].append({k: probe.measure(m)[k] for k in ("ref_nll_change", "kl_to_base")})
-            mfile.write_text(json.dumps(state, indent=1))
+            write_text(mfile, json.dumps(state, indent=1))
             say(f"[continual] {folder.name} stage {t} ({stages[si].name}): R[{t}] = "
                 + ", ".join(f"{x:.3f}" for x in state["R"][t]))
         prev = run_dir
@@ -125,7 +125,7 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
 
 def _result(state: dict) -> dict:
     """An order's matrix and probe with the metrics of R and the last stage's forgetting."""
-    return {**state, **matrix_summary(state["R"]), **state["probe"][-1]}
+    return {**state, **by_unit(state["R"], state.get("units")), **state["probe"][-1]}
 
 
 def _train_stage(plan, strat, t: int, stage: Stage, run_dir: Path, prev, tok, quiet: bool):
@@ -170,14 +170,15 @@ def _score_all(model, plan: PlanConfig, stages: list[Stage], tok) -> dict:
 
 def aggregate(orders: list[dict]) -> dict:
     """Mean and spread (population stdev) over orders of every metric and of the final probe."""
-    keys = [k for k in (*METRICS, "ref_nll_change", "kl_to_base") if all(o.get(k) is not None for o in orders)]
+    keys = [k for k in (*metric_keys(orders[0].get("units")), "ref_nll_change", "kl_to_base")
+            if all(o.get(k) is not None for o in orders)]
     return {"mean": {k: statistics.fmean(o[k] for o in orders) for k in keys},
             "spread": {k: statistics.pstdev(o[k] for o in orders) for k in keys}}
 
 
 def table(out: dict) -> str:
     m, s = out["mean"], out["spread"]
-    cols = [k for k in (*METRICS, "ref_nll_change", "kl_to_base") if k in m]
+    cols = [k for k in (*metric_keys(out["orders"][0].get("units")), "ref_nll_change", "kl_to_base") if k in m]
     head = "| strategy | " + " | ".join(cols) + " |\n|---|" + "---:|" * len(cols)
     cells = [f"{m[k]:+.3f}" + (f" ± {s[k]:.3f}" if len(out["orders"]) > 1 else "") for k in cols]
     return head + f"\n| {out['strategy']['name']} | " + " | ".join(cells) + " |"

@@ -13,9 +13,14 @@ from ..data import Formatter, detect_format, read_rows, split_rows
 from ..data.tokenize import tokenize_rows
 from ..errors import ConfigError
 from ..eval.metrics import val_loss
+from ..eval.specs import MetricSpec, register_metrics
 from ..eval.tasks import label_accuracy
 
 HELD_OUT = 200   # held-out rows carved from train when a stage names no test or val file
+
+# a stage's column unit (accuracy is the accuracy evaluator's own spec)
+register_metrics("continual", {"neg_nll": MetricSpec(
+    "higher", "nats/token", hi=0.0, doc="negative mean NLL of a stage's held-out answers")})
 
 
 @dataclass

@@ -6,12 +6,14 @@ through `model.init_from`, the training rows, callbacks with an `extra_loss`, an
     replay            + a reservoir buffer of earlier stages' rows mixed into each stage's rows
                       (Rolnick et al. 2019, "Experience Replay for Continual Learning")
     ewc               + lambda * sum F (theta - theta*)^2, theta* the previous stage's end, F the online
-                      Fisher: F_t = decay * F_(t-1) + diag Fisher of stage t's loss (Schwarz et al. 2018)
+                      Fisher: F_t = decay * F_(t-1) + diag Fisher of stage t (Schwarz et al. 2018), each
+                      the mean of per-example squared gradients of log p(y|x) on the stage's own training
+                      rows at its end (Kirkpatrick et al. 2017; regularizers.fisher_diagonal)
     l2sp              + lambda * sum (theta - theta*)^2 (Li et al. 2018), anchored the same way
     distill           + lambda * T^2 * KL(prev_T || current_T) on the stage's own inputs, prev = the
                       previous stage's model (Li & Hoiem 2017, Learning without Forgetting)
-    olora             a new LoRA per stage, earlier ones frozen and active, + an orthogonality penalty
-                      between the new A and the earlier A's (Wang et al. 2023)            (olora.py)
+    olora             a new LoRA per stage, earlier ones frozen and active, + lambda1 * sum |A_old A_new^T|
+                      + lambda2 * sum ||new LoRA tensor||_2 (Wang et al. 2023)            (olora.py)
     adapter_per_task  a fresh adapter per stage from the base; task i is scored with its own adapter
                       (the task's identity is used at inference)                          (olora.py)
 """
@@ -129,8 +131,9 @@ class Anchored(Naive):
         if self.s.name != "ewc":
             return
         data = build_data(DataConfig(**{**stage.data, "val": None}), tok, seed=self.s.seed)
-        exs = data.train[:32]
-        f = reg.fisher_diagonal(model, params, exs, pad_id=tok.pad_token_id)
+        # the stage's own training data (Kirkpatrick et al.: the Fisher of the task just learnt, at its
+        # end); fisher_diagonal takes a bounded, evenly spread sample of it, one gradient per example
+        f = reg.fisher_diagonal(model, params, data.train, pad_id=tok.pad_token_id)
         path = self.folder / "fisher.safetensors"
         if path.is_file():   # online EWC: the earlier stages' importance decays, the new one adds
             old = load_file(str(path))

@@ -30,8 +30,11 @@ evaluator returns {} where it does not apply (accuracy on text data, generation 
                                                                                 probes/bias_eval.py
 
 An evaluator with no data to score returns {} (an empty validation set has no loss, not loss 0).
-A user's evaluator plugs in without editing tailorlm: `EVALUATORS["name"] = fn`, or an import path
-`"package.module:function"` in `eval.metrics`.
+A user's evaluator plugs in without editing tailorlm: `register("name", fn, {metric: MetricSpec(...)})`,
+or an import path `"package.module:function"` in `eval.metrics` to a function decorated with
+`@declares(metric=MetricSpec(...))`. Every number an evaluator returns has a spec in the metric
+registry (eval/specs.py: direction, unit, range, whether it may select the best checkpoint); one
+without is refused with a one-line error when it is scored.
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ from ..probes.bias_eval import bias_scores, flip_scores
 from ..probes.privacy_eval import canary_scores, extraction_scores, membership_scores
 from .generate import generation_eval
 from .metrics import val_loss
+from .specs import MetricSpec, find, is_number, register_metrics
 from .tasks import ACCURACY
 
 
@@ -126,18 +130,56 @@ def retention_scores(model, ctx: EvalContext) -> dict:
     return dict(ctx.probe.base) if ctx.base else ctx.probe.measure(model)   # (the base was measured at step 0)
 
 
-EVALUATORS: dict[str, Evaluator] = {
-    "val_loss": val_loss_scores,
-    "accuracy": accuracy_scores,
-    "generation": generation_scores,
-    "fewshot": fewshot_scores,
-    "retention": retention_scores,
-    "canaries": canary_scores,          # privacy: probes/privacy_eval.py (Carlini et al. 2019, 2022)
-    "membership": membership_scores,
-    "extraction": extraction_scores,
-    "bias": bias_scores,                # bias: probes/bias_eval.py (CrowS-Pairs, BBQ; counterfactual flips)
-    "flips": flip_scores,
-}
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def register(name: str, fn: Evaluator, metrics: dict[str, MetricSpec]) -> None:
+    """One evaluator, one entry: the function and the specs of every metric it returns."""
+    register_metrics(name, metrics)
+    EVALUATORS[name] = fn
+    fn.metrics = dict(metrics)
+
+
+FRACTION = dict(unit="fraction", lo=0.0, hi=1.0)
+NATS = dict(unit="nats/token", lo=0.0)
+register("val_loss", val_loss_scores, {
+    "val_loss": MetricSpec("lower", select=True, doc="mean NLL of the validation tokens", **NATS),
+    "val_ppl": MetricSpec("lower", "perplexity", 1.0, doc="exp(val_loss)"),
+    "val_tokens": MetricSpec("info", "tokens", 0.0, doc="validation tokens scored")})
+register("accuracy", accuracy_scores, {
+    "accuracy": MetricSpec("higher", select=True, **FRACTION),
+    "macro_f1": MetricSpec("higher", select=True, doc="unweighted mean of per-label F1", **FRACTION),
+    "majority": MetricSpec("info", delta=False, doc="the majority label's share of the held-out rows", **FRACTION)})
+register("generation", generation_scores, {
+    k: MetricSpec("higher", **FRACTION) for k in ("exact_match", "token_f1", "rouge_l")})
+register("fewshot", fewshot_scores, {
+    "fewshot*_accuracy": MetricSpec("higher", doc="the base model with k examples in context", **FRACTION),
+    "fewshot*_macro_f1": MetricSpec("higher", **FRACTION)})
+register("retention", retention_scores, {
+    "ref_nll": MetricSpec("lower", doc="NLL of general reference text", **NATS),
+    "ref_nll_change": MetricSpec("lower", "nats/token", delta=False, doc="ref_nll - the base model's"),
+    "kl_to_base": MetricSpec("lower", delta=False, doc="KL(base || tuned) per token", **NATS)})
+# privacy: probes/privacy_eval.py (Carlini et al. 2019, 2022)
+register("canaries", canary_scores, {
+    "exposure_*x": MetricSpec("lower", "bits", 0.0, doc="mean exposure of canaries inserted k times"),
+    "exposure_never": MetricSpec("info", "bits", 0.0, doc="control: never-inserted canaries (chance ~1.44)")})
+register("membership", membership_scores, {
+    "mia_auc": MetricSpec("target", "AUC", 0.0, 1.0, target=0.5, doc="reference attack; 0.5: no signal"),
+    "mia_loss_auc": MetricSpec("target", "AUC", 0.0, 1.0, target=0.5, doc="loss attack; 0.5: no signal")})
+register("extraction", extraction_scores, {
+    "extraction_train": MetricSpec("lower", doc="training suffixes reproduced exactly", **FRACTION),
+    "extraction_heldout": MetricSpec("info", doc="control: held-out suffixes reproduced", **FRACTION),
+    "extraction_gap": MetricSpec("lower", "fraction", -1.0, 1.0, doc="train - held-out rate")})
+# bias: probes/bias_eval.py (CrowS-Pairs, BBQ; counterfactual flips)
+register("bias", bias_scores, {
+    "bias_stereo_share": MetricSpec("target", "fraction", 0.0, 1.0, target=0.5, doc="CrowS-Pairs"),
+    "bias_score": MetricSpec("lower", "fraction", 0.0, 0.5, doc="|stereotype share - 0.5|"),
+    "bias_ll_diff": MetricSpec("lower", "nats", 0.0, doc="mean |LL(more) - LL(less)|"),
+    "bias_s_dis": MetricSpec("target", "score", -1.0, 1.0, target=0.0, doc="BBQ disambiguated bias score"),
+    "bias_s_amb": MetricSpec("target", "score", -1.0, 1.0, target=0.0, doc="BBQ ambiguous bias score")})
+register("flips", flip_scores, {
+    "flip_rate": MetricSpec("lower", doc="held-out rows whose label flips under a swap", **FRACTION),
+    "flip_dp": MetricSpec("lower", doc="mean |dp(label)| under a swap", **FRACTION)})
 
 
 def resolve(names: list[str]) -> list[tuple[str, Evaluator]]:
@@ -158,12 +200,25 @@ def resolve(names: list[str]) -> list[tuple[str, Evaluator]]:
             hint = f" Did you mean {near[0]!r}?" if near else ""
             raise ConfigError(f"eval.metrics: unknown evaluator {name!r}; choose from {', '.join(EVALUATORS)} "
                               f"or give 'module:function'.{hint}")
+    for name, fn in out:   # an outside evaluator's declared specs (@declares) join the registry
+        if getattr(fn, "metrics", None) is not None:
+            register_metrics(name, fn.metrics)
     return out
+
+
+def _checked(name: str, scores: dict) -> dict:
+    """The scores, once every number in them has a spec (a string is a warning, a dict a breakdown)."""
+    for k, v in scores.items():
+        if is_number(v) and find(k) is None:
+            raise ConfigError(f"evaluator {name!r} returned {k!r}, which has no metric spec, so tailorlm cannot "
+                              "tell whether higher is better. Fix: decorate the evaluator with "
+                              f"@tailorlm.eval.specs.declares({k}=MetricSpec(direction, unit, ...))")
+    return scores
 
 
 def evaluate(model, ctx: EvalContext, names: list[str] | None = None) -> dict:
     """Every chosen evaluator's scores, in the order chosen, in one dict."""
     scores: dict = {}
-    for _, fn in resolve(ctx.cfg.eval.metrics if names is None else names):
-        scores.update(fn(model, ctx))
+    for name, fn in resolve(ctx.cfg.eval.metrics if names is None else names):
+        scores.update(_checked(name, fn(model, ctx)))
     return scores

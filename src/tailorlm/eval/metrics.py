@@ -46,7 +46,9 @@ def format_scores(scores: dict, base: dict | None = None) -> str:
 
 
 def deltas(scores: dict, base: dict | None) -> dict:
-    """{metric: score - base score} for the metrics the base model has a number for."""
+    """{metric: score - base score} for the metrics the base model has a number for, except those whose
+    spec has no delta (a score that is already a change from the base, or a property of the data)."""
+    from .specs import find
     return {k: v - base[k] for k, v in scores.items()
             if isinstance(v, (int, float)) and isinstance((base or {}).get(k), (int, float))
-            and k not in ("step", "majority", "kl_to_base") and not k.endswith("_change")}
+            and k != "step" and getattr(find(k), "delta", True)}

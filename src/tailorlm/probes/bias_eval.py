@@ -8,13 +8,17 @@ probes.pair.base_view instead. A significant rise beyond bias.threshold comes ba
 `*_warning` score, which the guard repeats as a warning (console, metrics.jsonl); the rows and the
 warnings also go to RUN/probes/bias.json for `tailorlm report`.
 
-    bias    causal LMs: stereotype share (ideal 0.5), bias score |share - 0.5| and mean LL(more) -
-            LL(less) over the pairs (or BBQ's s_DIS / s_AMB for a BBQ file)       probes/bias_pairs.py
+    bias    causal LMs: stereotype share (ideal 0.5), bias score |share - 0.5| and mean |LL(more) -
+            LL(less)| over the pairs, lm-evaluation-harness's pct_stereotype and likelihood_diff
+            (or BBQ's s_DIS / s_AMB for a BBQ file)                               probes/bias_pairs.py
+            Scores: bias_stereo_share, bias_score, bias_ll_diff (the mean |difference|, nats; the
+            signed mean is in RUN/probes/bias.json only), bias_s_dis, bias_s_amb.
     flips   classification data: flip rate and mean |dp(label)| under group-term, name and
             company swaps of held-out rows                                           probes/flips.py
 """
 from __future__ import annotations
 
+from .bias_pairs import ABS_DIFF
 from .bias_probe import as_scores, run_flips, run_pairs, save, warnings_for
 from .pair import base_view
 
@@ -61,7 +65,7 @@ def bias_scores(model, ctx) -> dict:
     rows, extra = run_pairs(_measure_pair(model, ctx, "bias"), ctx.data.formatter.tok, c, probes=c.bias.probes,
                             max_pairs=c.bias.max_pairs, rounds=ROUNDS, **kw)
     names = {"stereotype share": "bias_stereo_share", "bias score": "bias_score",
-             "LL(more) - LL(less)": "bias_ll_diff", "s_DIS": "bias_s_dis", "s_AMB": "bias_s_amb"}
+             ABS_DIFF: "bias_ll_diff", "s_DIS": "bias_s_dis", "s_AMB": "bias_s_amb"}
     return _finish(ctx, "pairs", rows, extra, names, "bias_warning")
 
 

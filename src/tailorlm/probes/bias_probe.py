@@ -75,13 +75,15 @@ def run_pairs(measure_pair, tok, cfg, *, probes: str | None, max_pairs: int | No
 
 
 def run_flips(measure_pair, formatter, cfg, rows: list[dict], *, rounds: int = 2000, worst: int = 10, **kw):
-    """(rows, extra) of the flip probe on held-out `rows`; ([], {}) when nothing can be swapped."""
+    """(rows, extra) of the flip probe on held-out `rows`; ([], {}) when nothing can be swapped. Swaps
+    of a term in another sense ('black coffee') are not scored; extra["flip_set_aside"] counts them per axis."""
     items = flip_items(rows, formatter, load_swaps(cfg.bias.swaps))
     if not items.axes:
         return [], {}
     base, tuned = measure_pair(lambda m: flip_measures(m, formatter, items, task=cfg.model.task, **kw))
-    return few_not_significant(flip_rows(items, base, tuned, rounds=rounds)), {"flip_items": len(items.axes),
-                                                          "worst_flips": worst_pairs(items, formatter, base, tuned, worst)}
+    extra = {"flip_items": len(items.axes), "flip_set_aside": dict(items.set_aside),   # (row, axis) in another sense
+             "worst_flips": worst_pairs(items, formatter, base, tuned, worst)}
+    return few_not_significant(flip_rows(items, base, tuned, rounds=rounds)), extra
 
 
 def save(run_dir: str | Path, source: str, rows: list[dict], warnings: list[str], extra: dict) -> Path:

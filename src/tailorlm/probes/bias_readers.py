@@ -3,9 +3,14 @@
 - Shipped (`bias_data/pairs.yaml`, or a YAML file in the same layout): per category, blocks of
   templates with a `{group}` slot filled by `pairs: [[more, less], ...]` or by every `more` x `less`.
 - CrowS-Pairs (Nangia et al. 2020), the CSV of github.com/nyu-mll/crows-pairs: columns `sent_more`,
-  `sent_less`, `stereo_antistereo`, `bias_type` (others ignored). Whatever the direction, `sent_more`
-  is the sentence about the more-disadvantaged group and the metric counts it preferred, as
-  the authors' metric.py does (for `antistereo` rows it swaps sent1/sent2 and flips the comparison).
+  `sent_less`, `stereo_antistereo`, `bias_type` (others ignored). `sent_more` is always the more
+  stereotypical sentence, but whom it is about depends on the direction (the dataset's README): on
+  `stereo` rows it demonstrates a stereotype of the historically disadvantaged group; on `antistereo`
+  rows `sent_less` violates a stereotype of the disadvantaged group and `sent_more` is the minimal
+  edit about the contrasting *advantaged* group. Either way `Pair.more` is `sent_more` and the metric
+  counts it preferred: the authors' metric.py (which for antistereo rows puts sent_less first and
+  counts the second sentence preferred) and lm-evaluation-harness's crows_pairs (choices [sent_more,
+  sent_less] on every row) both do; `Pair.direction` keeps the row's direction.
 - BBQ (Parrish et al. 2022), the JSONL of github.com/nyu-mll/BBQ: `context`, `question`, `ans0..2`,
   `label`, `context_condition` (ambig | disambig), `question_polarity` (neg | nonneg), `category`,
   `answer_info` ({ansN: [text, group]}), `additional_metadata.stereotyped_groups`. The biased answer
@@ -34,9 +39,9 @@ GENDER_ALIASES = {"woman": "f", "girl": "f", "man": "m", "boy": "m"}   # BBQ lab
 @dataclass(frozen=True)
 class Pair:
     category: str
-    more: str      # the more-stereotypical sentence
-    less: str      # the same sentence about the contrast group
-    direction: str = "stereo"
+    more: str      # the more-stereotypical sentence (CrowS-Pairs' sent_more, whatever the direction)
+    less: str      # its minimal edit with the other group (about the disadvantaged group on antistereo rows)
+    direction: str = "stereo"   # stereo | antistereo (CrowS-Pairs); the shipped pairs are all stereo
 
 
 @dataclass(frozen=True)

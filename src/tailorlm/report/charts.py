@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from ..eval.specs import find
 from .svg import colour, finite, line_chart
 
 FORGETTING = ("ref_nll_change", "kl_to_base", "ref_nll")
@@ -37,14 +38,11 @@ def smoothing(n: int) -> float:
     return min(0.98, max(0.6, 1 - 20 / max(n, 1)))
 
 
-# losses and forgetting; the responsible-tuning probes' flip rates, bias scores, canary exposure,
-# membership-inference AUC (0.5 is ideal, above it leaks) and extraction rates
-LOWER_IS_BETTER = ("loss", "ppl", "nll", "kl", "forget", "error", "change", "flip", "bias_score", "exposure",
-                   "mia", "extraction")
-
-
-def lower_is_better(metric: str) -> bool:
-    return any(h in metric for h in LOWER_IS_BETTER)
+def direction_label(metric: str) -> str:
+    """'lower is better', 'higher is better', 'closer to 0.5 is better' from the metric registry; '' for
+    a count, a control or a metric tailorlm has no spec for (an older run's outside evaluator)."""
+    s = find(metric)
+    return s.label if s else ""
 
 
 def _series(steps: list[dict], key: str) -> list[tuple]:
@@ -129,8 +127,7 @@ def score_chart(runs: list[dict], key: str) -> str:
     hlines = _base_lines(runs, key) if key not in FORGETTING else []
     if key == "accuracy":
         hlines += _base_lines(runs, "majority", "majority class", fixed="#c0392b")   # the bar to beat
-    direction = "lower is better" if lower_is_better(key) else "higher is better"
-    return line_chart(series, title=key, y_label=direction, hlines=hlines)
+    return line_chart(series, title=key, y_label=direction_label(key), hlines=hlines)
 
 
 def eval_charts(runs: list[dict]) -> tuple[list[str], list[str]]:

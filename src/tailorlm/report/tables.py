@@ -6,7 +6,8 @@ import math
 from html import escape
 
 from ..eval.metrics import deltas
-from .charts import FORGETTING, lower_is_better
+from ..eval.specs import find
+from .charts import FORGETTING
 from .svg import finite
 
 HIDDEN = {"step", "val_tokens", "majority"}   # counts and references, not scores
@@ -20,11 +21,13 @@ def num(v, signed: bool = False) -> str:
     return f"{v:+.4f}" if signed else (f"{v:,}" if isinstance(v, int) else f"{v:.4f}")
 
 
-def _change_cell(metric: str, change) -> str:
-    """The change, green when it is an improvement and red when it is a loss (by the metric's direction)."""
-    if not finite(change) or change == 0:
+def _change_cell(metric: str, before, after, change) -> str:
+    """The change, green when base -> after is an improvement and red when it is a loss, by the metric's
+    spec (eval/specs.py; a target metric: closer to its target); uncoloured without a direction."""
+    s = find(metric)
+    good = s.good_change(before, after) if s and finite(before) and finite(after) else None
+    if not finite(change) or change == 0 or good is None:
         return f"<td>{num(change, True)}</td>"
-    good = (change < 0) == lower_is_better(metric)
     return f'<td class="{"good" if good else "bad"}">{num(change, True)}</td>'
 
 
@@ -48,10 +51,13 @@ def before_after(run: dict) -> str:
         return '<p class="note">No evaluation yet.</p>'
     rows = []
     for k in keys:
-        change = after.get(k) if k in FORGETTING and k != "ref_nll" else d.get(k)
-        arrow = "&darr;" if lower_is_better(k) else "&uarr;"
-        rows.append(f'<tr><td class="name">{escape(k)} <span class="dir">{arrow}</span></td>'
-                    f"<td>{num(base.get(k))}</td><td>{num(after.get(k))}</td>{_change_cell(k, change)}</tr>")
+        is_change = k in FORGETTING and k != "ref_nll"     # a change from the base already (base: 0)
+        change = after.get(k) if is_change else d.get(k)
+        s = find(k)
+        arrow = f' <span class="dir" title="{s.label}">{s.arrow}</span>' if s and s.arrow else ""
+        cell = _change_cell(k, 0.0 if is_change else base.get(k), after.get(k), change)
+        rows.append(f'<tr><td class="name">{escape(k)}{arrow}</td>'
+                    f"<td>{num(base.get(k))}</td><td>{num(after.get(k))}</td>{cell}</tr>")
     head = f"<tr><th>metric</th><th>base model</th><th>{escape(label)}</th><th>change</th></tr>"
     return f'<table class="ba">{head}{"".join(rows)}</table>'
 

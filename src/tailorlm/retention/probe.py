@@ -1,16 +1,20 @@
 """The retention probe: how far the tuned model has drifted from the base on general text.
 
-    ref_nll   per-token NLL on the reference text (the base's value is stored at step 0)
+    ref_nll   per-token NLL of the reference's target tokens (the base's value is stored at step 0)
     kl        KL(base || tuned) of next-token distributions at fixed reference positions, in nats,
               averaged over positions; the base's log-probabilities at those positions are kept
               from step 0 (positions x vocab floats, a few MB), so no second model is needed.
+
+Both read only the reference's targets: for the `auto` reference the base model's sampled answer,
+never the prompt's chat template or instruction (reference.py), so template drift is not counted as
+forgetting; for a text file, every token.
 """
 from __future__ import annotations
 
 import torch
 
 from ..data.batching import collate
-from ..data.tokenize import Example
+from ..data.tokenize import IGNORE, Example
 from ..device import autocast
 from ..eval.metrics import val_loss
 from ..forward import eval_mode, lm_logits
@@ -18,10 +22,15 @@ from ..progress import track
 
 
 def kl_positions(examples: list[Example], every: int = 8) -> list[Example]:
-    """The same examples with targets only at every `every`-th position: where KL is read."""
+    """The same examples with targets only at every `every`-th of their target tokens (the 8th, 16th,
+    ...): where KL is read. Prompt tokens (labels IGNORE) are never counted or kept; for a text whose
+    every token is a target this is every `every`-th position."""
     out = []
     for e in examples:
-        labels = [t if (i % every == every - 1) else -100 for i, t in enumerate(e.input_ids)]
+        labels, k = [], 0
+        for t in e.labels:
+            k += t != IGNORE                      # k: how many targets so far, this one included
+            labels.append(t if t != IGNORE and k % every == 0 else IGNORE)
         out.append(Example(e.input_ids, labels, e.file, e.line, e.id))
     return out
 

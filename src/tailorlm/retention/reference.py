@@ -1,16 +1,20 @@
 """The general-text reference that forgetting is measured on.
 
 By default it is written by the base model itself at step 0: short paragraphs it generates for
-generic prompts, sampled with a fixed seed. Its NLL under the base model is low by construction,
-so any rise during tuning is capability lost, and no external data is needed. A user may instead
-give a JSONL/CSV/Parquet file with a `text` field (e.g. Wikipedia), read as `text` format.
+generic prompts, sampled with a fixed seed. Only the sampled answer is scored: the chat template and
+the "Write a short paragraph about ..." instruction are given text (labels IGNORE), kept as context
+but never a target, so forgetting measures the answers the base would write, not drift on a template
+(a model tuned on chat data moves its template predictions without losing any capability). Their
+NLL under the base model is low by construction, so any rise during tuning is capability lost, and
+no external data is needed. A user may instead give a JSONL/CSV/Parquet file with a `text` field
+(e.g. Wikipedia), read as `text` format, every token a target.
 """
 from __future__ import annotations
 
 import torch
 
 from ..data.read import read_rows
-from ..data.tokenize import Example
+from ..data.tokenize import IGNORE, Example
 from ..forward import eval_mode, left_padded
 from ..progress import track
 
@@ -41,8 +45,8 @@ def spread(n: int, k: int) -> list[int]:
 
 @torch.no_grad()
 def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: str) -> list[Example]:
-    """n base-model samples for generic prompts; the whole rendered sample (prompt + answer) is the
-    reference text, and every position is scored."""
+    """n base-model samples for generic prompts: input_ids = the rendered prompt + the sampled answer,
+    labels = IGNORE over the prompt (template and instruction) and the answer's own tokens after it."""
     g = torch.Generator().manual_seed(seed)
     out = []
     prompts = [f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}." for i in range(n)]
@@ -58,7 +62,29 @@ def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: s
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
             gen = model.generate(**enc, max_new_tokens=new_tokens, do_sample=True, top_p=0.9, temperature=0.8,
                                  pad_token_id=tok.pad_token_id)
-            for row in gen.tolist():
-                ids = [t for t in row if t != tok.pad_token_id]
-                out.append(Example(ids, list(ids), "<base-model samples>", len(out) + 1, len(out)))
+            width, ends = enc["input_ids"].shape[1], _end_ids(model, tok)
+            for row, mask in zip(gen.tolist(), enc["attention_mask"].tolist()):   # (width + new,), (width,)
+                # the prompt by its attention mask, not by token: the pad token is often <|im_end|>,
+                # which the template itself uses
+                prompt = [t for t, m in zip(row[:width], mask) if m]
+                answer = _answer(row[width:], ends)
+                out.append(Example(prompt + answer, [IGNORE] * len(prompt) + answer, "<base-model samples>",
+                                   len(out) + 1, len(out)))
     return out
+
+
+def _end_ids(model, tok) -> set[int]:
+    """Token ids that end a sample: the tokenizer's EOS and the model's generation EOS (an int or a list)."""
+    ends = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else ({gen_eos} if gen_eos is not None else set())
+    return ends
+
+
+def _answer(new: list[int], ends: set[int]) -> list[int]:
+    """The sampled tokens up to and including the first end token: generate fills a row with pad only
+    after it has ended, so every token before it was sampled (a pad id among them too)."""
+    for j, t in enumerate(new):
+        if t in ends:
+            return new[:j + 1]
+    return new

@@ -1,8 +1,11 @@
 """Penalties that hold the tuned weights near what the base model knew.
 
     l2sp     lambda * sum (theta - theta0)^2                      Li, Grandvalet & Davoine 2018 (L2-SP)
-    ewc      lambda * sum F * (theta - theta0)^2, F the diagonal Fisher of the reference NLL at step 0
-                                                                  Kirkpatrick et al. 2017 (EWC)
+    ewc      lambda * sum F * (theta - theta0)^2, F the diagonal empirical Fisher at theta0,
+             F_i = mean over examples n of (d log p(y_n | x_n) / d theta_i)^2, one gradient per
+             example, on the previous task's data (a single run: the general text the base knew, the
+             reference's replay half; continual: the previous stage's rows), never on the probe's
+             texts                                                Kirkpatrick et al. 2017 (EWC)
     distill  lambda * T^2 * KL(base_T || tuned_T) on replay/reference batches, base = the frozen model
              (for adapter methods, the same model inside the method's `disabled` switch)
                                                                   Li & Hoiem 2017 (Learning without Forgetting)
@@ -17,7 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import collate
-from ..forward import eval_mode, lm_logits, lm_loss_sum
+from ..data.tokenize import IGNORE, Example
+from ..forward import eval_mode, lm_logits
+from .reference import spread
+
+FISHER_EXAMPLES = 32   # per-example gradients cost one backward each: a bounded, evenly spread sample
 
 
 def snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
@@ -34,25 +41,36 @@ def ewc(params, anchor, fisher: dict[str, torch.Tensor], weight: float) -> torch
     return weight * total
 
 
-def fisher_diagonal(model, params: dict[str, torch.nn.Parameter], examples, *, pad_id: int, batch_size: int = 4,
-                    normalise: bool = True) -> dict[str, torch.Tensor]:
-    """Diagonal empirical Fisher: the mean over reference batches of squared gradients of the
-    per-token NLL. Normalised to mean 1 over all entries, so `ewc`'s weight has the same scale as
-    l2sp's whatever the model (an entry of 0 means 'free to move', larger means 'important')."""
-    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    n_batches = 0
+def fisher_diagonal(model, params: dict[str, torch.nn.Parameter], examples, *, pad_id: int,
+                    limit: int = FISHER_EXAMPLES, normalise: bool = True) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher (Kirkpatrick et al. 2017): F_i = 1/N sum_n (d log p(y_n|x_n) / d theta_i)^2
+    over N = min(limit, len) examples spread evenly over `examples`, log p(y|x) the summed
+    log-probability of an example's target tokens given its prefix (y = the data's tokens: empirical).
+    One backward per example, a plain loop (any model's ordinary forward works; torch.func vmap+grad
+    would batch it but needs a functional forward), each gradient squared before averaging: never the
+    square of a batch-mean gradient, whose cross terms between examples cancel part of it.
+    Normalised to mean 1 over all entries, so `ewc`'s weight has the same scale as l2sp's whatever the
+    model (an entry of 0 means 'free to move', larger means 'important')."""
+    picked = [examples[i] for i in spread(len(examples), limit)]
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    device, used = next(iter(params.values())).device, 0
     with eval_mode(model):
-        for i in range(0, len(examples), batch_size):
-            b = collate(examples[i:i + batch_size], pad_id, packing=False)
+        for e in picked:
+            if all(t == IGNORE for t in e.labels[1:]):
+                continue                                  # no target: no log p(y|x)
+            # (rebuilt without data.balance's loss weight: the Fisher is of log p(y|x) itself)
+            b = collate([Example(e.input_ids, e.labels, e.file, e.line, e.id)], pad_id, packing=False).to(device)
             model.zero_grad(set_to_none=True)
-            s, n = lm_loss_sum(model, b)
-            (s / n).backward()
+            logits = lm_logits(model, b, b.keep).float()                  # (1, K, vocab)
+            # -log p(y|x): the sign does not matter once squared
+            F.cross_entropy(logits.flatten(0, 1), b.targets[:, b.keep].flatten(), ignore_index=IGNORE,
+                            reduction="sum").backward()
             for name, p in params.items():
                 if p.grad is not None:
-                    fisher[name] += p.grad.detach() ** 2
-            n_batches += 1
+                    fisher[name] += p.grad.detach().float() ** 2           # (param shape)
+            used += 1
     model.zero_grad(set_to_none=True)
-    fisher = {n: f / max(n_batches, 1) for n, f in fisher.items()}
+    fisher = {n: f / max(used, 1) for n, f in fisher.items()}
     if normalise:
         mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
         if mean > 0:

@@ -38,13 +38,19 @@ class Retention:
         self.order = Order(len(self.replay), self.n_replay, seed + 1) if self.n_replay and self.replay else None
         self.anchor = self.fisher = self.base_copy = self.disabled = None
 
-    def attach(self, model, params: dict, method) -> None:
+    def attach(self, model, params: dict, method, task_examples: list) -> None:
         """After the method is applied: starting values, Fisher, and the base for distillation (the
-        method's own switch back to the base model, or, where it has none, a frozen copy)."""
+        method's own switch back to the base model, or, where it has none, a frozen copy).
+
+        EWC's Fisher (regularizers.fisher_diagonal) is the base model's on the reference's replay half:
+        the general text the base already knew is the "previous task" a single run protects
+        (Kirkpatrick et al. 2017 compute F on the old task's data), and it is never the probe's half,
+        so the penalty is not fitted to the texts forgetting is scored on. Without a replay half
+        (none sampled), the run's own training data (`task_examples`)."""
         if self.r.l2sp or self.r.ewc:
             self.anchor = reg.snapshot(params)
         if self.r.ewc:
-            self.fisher = reg.fisher_diagonal(model, params, self.probe.ref, pad_id=self.tok.pad_token_id)
+            self.fisher = reg.fisher_diagonal(model, params, self.replay or task_examples, pad_id=self.tok.pad_token_id)
         if self.r.distill:
             self.disabled = method.disabled
             if method.disabled(model) is None:   # full fine-tuning: keep a frozen copy

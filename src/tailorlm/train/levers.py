@@ -31,39 +31,93 @@ from ..models.arch import blocks
 
 # ============================================================================ chunked LM head + CE
 
-@contextlib.contextmanager
-def head_skipped(model):
-    """The model's LM head is the identity inside, so `.logits` are the final hidden states (the
-    head's input) at the kept columns; the head's own forward is put back after (even on an error)."""
-    head = model.get_output_embeddings()
-    head.forward = lambda x: x   # an instance attribute shadows the class's forward
-    try:
-        yield head
-    finally:
-        del head.forward
+# What a family does to head(h) before the loss, as data. OPS: a setting's neutral value (with which
+# the model's own forward leaves the skipped head's output alone) and the op the chunks apply instead;
+# FAMILY_POST: which setting each model type applies (transformers 4.56-5.x: Gemma-2/3, VaultGemma,
+# nanochat soft-cap with config.final_logit_softcapping; Granite divides by config.logits_scaling;
+# Cohere multiplies by CohereForCausalLM.logit_scale, copied from the config at init). A non-neutral
+# setting of another model type is not known to be applied (or how), so it gets the plain loss.
+OPS = {"logit_scale": (1.0, lambda x, s: x * s),                                 # logits * scale
+       "logits_scaling": (1.0, lambda x, s: x / s),                              # logits / scaling
+       "final_logit_softcapping": (None, lambda x, c: torch.tanh(x / c) * c)}    # c tanh(logits / c)
+FAMILY_POST = {"gemma2": "final_logit_softcapping", "gemma3": "final_logit_softcapping",
+               "gemma3_text": "final_logit_softcapping", "gemma3n": "final_logit_softcapping",
+               "gemma3n_text": "final_logit_softcapping", "vaultgemma": "final_logit_softcapping",
+               "nanochat": "final_logit_softcapping", "cohere": "logit_scale", "cohere2": "logit_scale",
+               "granite": "logits_scaling", "granitemoe": "logits_scaling", "granitemoeshared": "logits_scaling",
+               "granitemoehybrid": "logits_scaling"}
+UNKNOWN_POST = ("output_multiplier_scale",)   # never reproduced: always the plain loss
+
+
+def _configs(model) -> list:
+    cfg = model.config
+    return list({id(c): c for c in (cfg, cfg.get_text_config())}.values())
+
+
+def _holders(model, key: str) -> list:
+    """The configs and modules that hold `key` as a number (a module's copy made at init)."""
+    return _configs(model) + [m for m in model.modules() if isinstance(getattr(m, key, None), (int, float))]
+
+
+def _set(model, key: str) -> tuple[str, float] | None:
+    """(key, value) when the model holds a non-neutral `key`."""
+    neutral = OPS[key][0]
+    v = next((getattr(o, key) for o in _holders(model, key) if getattr(o, key, None) not in (None, neutral)), None)
+    return None if v is None else (key, float(v))
+
+
+def logit_post(model) -> list[tuple[str, float]]:
+    """(setting, value) of the post-head op this model's family applies (none, or one)."""
+    key = FAMILY_POST.get(model.config.get_text_config().model_type) or FAMILY_POST.get(model.config.model_type)
+    found = _set(model, key) if key else None
+    return [found] if found else []
 
 
 def logit_scale(model) -> str | None:
-    """Models whose logits are more than `head(hidden)` (a scale) would be scored wrongly by the
-    chunked loss: the setting that says so, or None."""
-    cfg = model.config.get_text_config()
-    for key in ("logit_scale", "logits_scaling", "output_multiplier_scale"):
+    """A setting that changes the logits in a way the chunked loss does not reproduce, or None: an
+    unknown one, or a known one on a model type not known to apply it."""
+    cfg, own = model.config.get_text_config(), {k for k, _ in logit_post(model)}
+    for key in UNKNOWN_POST:
         if getattr(cfg, key, None) not in (None, 1, 1.0):
             return f"{key}={getattr(cfg, key)}"
+    for key in OPS:
+        if key not in own and (found := _set(model, key)):
+            return f"{key}={found[1]:g}"
     return None
 
 
-def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, head, softcap: float | None) -> torch.Tensor:
-    """Sum of CE over one chunk: h (n, hidden) -> logits (n, vocab), the same ops as the model's head."""
+@contextlib.contextmanager
+def head_skipped(model):
+    """Inside, the model's LM head is the identity and its family's post-head op is neutral, so
+    `.logits` are the final hidden states (the head's input) at the kept columns; yields the head and
+    [(op, value)] for the chunks to apply. Everything is put back after, even on an error."""
+    head, post, saved = model.get_output_embeddings(), logit_post(model), []
+    for key, value in post:
+        for obj in _holders(model, key):
+            if getattr(obj, key, None) not in (None, OPS[key][0]):
+                saved.append((obj, key, getattr(obj, key)))
+                setattr(obj, key, OPS[key][0])
+    head.forward = lambda x: x   # an instance attribute shadows the class's forward
+    try:
+        yield head, [(OPS[key][1], value) for key, value in post]
+    finally:
+        del head.forward
+        for obj, key, value in saved:
+            setattr(obj, key, value)
+
+
+def _chunk_ce(h: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None, head, post) -> torch.Tensor:
+    """Sum of CE over one chunk: h (n, hidden) -> logits (n, vocab), the same ops as the model's head
+    and what its family does after it (post: [(op, value)], e.g. Gemma-2's soft cap)."""
     logits = head(h)   # under the caller's autocast, as the model's own head call would be
-    if softcap:        # Gemma-2's final logit soft-capping: cap * tanh(logits / cap)
-        logits = torch.tanh(logits / softcap) * softcap
+    for op, value in post:
+        logits = op(logits, value)
     per = F.cross_entropy(logits.float(), t, reduction="none")   # (n,)
     return (per * w).sum() if w is not None else per.sum()
 
 
 def chunked_lm_loss_sum(model, batch: Batch, chunk: int) -> tuple[torch.Tensor, int]:
-    """forward.lm_loss_sum's value, computed as sum_c CE(head(h_c), t_c) over chunks c of `chunk`
+    """forward.lm_loss_sum's value, computed as sum_c CE(post(head(h_c)), t_c) over chunks c of `chunk`
     label positions. The plain path scores every kept column of every row, (rows, K, vocab), where a
     packed batch's rows share few label columns; this scores the N = n_targets positions only, and
     torch.utils.checkpoint recomputes each chunk's (chunk, vocab) logits in backward instead of keeping
@@ -71,17 +125,16 @@ def chunked_lm_loss_sum(model, batch: Batch, chunk: int) -> tuple[torch.Tensor, 
     if (scale := logit_scale(model)) is not None:
         raise ConfigError(f"train.loss_chunk: this model scales its logits ({scale}), which the chunked loss does "
                           "not reproduce. Fix: train.loss_chunk=null")
-    with head_skipped(model) as head:
+    with head_skipped(model) as (head, post):
         hidden = lm_logits(model, batch, batch.keep)          # (rows, K, hidden): the head's input
     targets = batch.targets[:, batch.keep]                    # (rows, K)
     at = targets != IGNORE
     h, t = hidden[at], targets[at]                            # (N, hidden), (N,)
     w = batch.weights[:, batch.keep][at] if batch.weights is not None else None
-    softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
     total = hidden.new_zeros((), dtype=torch.float32)
     for s in range(0, t.numel(), chunk):
         part = slice(s, s + chunk)
-        total = total + checkpoint(_chunk_ce, h[part], t[part], None if w is None else w[part], head, softcap,
+        total = total + checkpoint(_chunk_ce, h[part], t[part], None if w is None else w[part], head, post,
                                    use_reentrant=False)
     return total, batch.n_targets
 

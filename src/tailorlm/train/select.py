@@ -1,6 +1,7 @@
 """The overfitting and forgetting guard: decides at each evaluation what is best and when to stop.
 
-- best: the evaluation with the best `metric` (val_loss: lower; accuracy/macro_f1: higher) among those
+- best: the evaluation with the best `metric` (its direction from the metric registry, eval/specs.py:
+  val_loss lower, accuracy/macro_f1 higher; only a spec with select=True may choose) among those
   within the forgetting budget; its weights, not the last, become final/.
 - early stopping: no improvement of at least `min_delta` for `patience` evaluations.
 - forgetting budget: a checkpoint whose reference-NLL increase exceeds `max_forgetting` is never
@@ -15,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-HIGHER_IS_BETTER = {"accuracy", "macro_f1"}
+from ..errors import ConfigError
+from ..eval.specs import spec
 
 
 @dataclass
@@ -30,7 +32,10 @@ class Guard:
                  max_forgetting: float | None = None, budget_patience: int = 1):
         self.metric, self.patience, self.min_delta = metric, patience, min_delta
         self.max_forgetting, self.budget_patience = max_forgetting, budget_patience
-        self.sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0   # minimise sign * value
+        self.spec = spec(metric, "eval.metric")   # selection minimises spec.cost(value)
+        if not self.spec.select:
+            raise ConfigError(f"eval.metric {metric!r} may not choose the best checkpoint (its spec says "
+                              "select=False). Fix: val_loss, accuracy or macro_f1")
         self.best_value: float | None = None
         self.best_step: int | None = None
         self.since_best = 0
@@ -61,7 +66,7 @@ class Guard:
                 d.stop = f"forgetting budget exceeded for {self.over_budget} evaluation(s)"
         else:
             self.over_budget = 0
-        if scored and within and (self.best_value is None or self.sign * (self.best_value - value) > self.min_delta):
+        if scored and within and (self.best_value is None or self.spec.cost(self.best_value) - self.spec.cost(value) > self.min_delta):
             self.best_value, self.best_step, self.since_best = value, step, 0
             d.improved = True
         else:

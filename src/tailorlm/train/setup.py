@@ -91,7 +91,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     say(f"[tailorlm] method {cfg.method.name}: {n_train:,} of {n_total:,} parameters trainable "
         f"({100 * n_train / n_total:.3f}%)")
     if retention is not None:
-        retention.attach(model, params, method)
+        retention.attach(model, params, method, data.train)   # EWC's Fisher: the replay half, never the probe
     opt = build_optimizer(params, tc.lr, tc.weight_decay, device, impl=tc.optimizer_impl)
     run = RunState(
         cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model, tok=tok, data=data, method=method,
