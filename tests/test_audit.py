@@ -94,7 +94,7 @@ def test_invalid_utf8_line_reported_and_salvaged(tmp_path):
     mangled = [x for x in by_check(r, "quality") if "mangled" in x.message]
     assert mangled and mangled[0].line == 4 and "\ufffd" in mangled[0].examples[0]["text"]
     assert r.stats["rows"]["train"] == {"file": str(f), "rows": 5, "skipped_lines": 1,
-                                        "salvaged": 1, "usable": 6}
+                                        "salvaged": 1, "usable": 6, "rejected_rows": 0}
 
 
 def test_on_error_stop_is_fatal(tmp_path):
@@ -155,9 +155,10 @@ def test_missing_empty_wrong_type_and_unknown_label(tmp_path):
     f = write_jsonl(tmp_path / "cls.jsonl", rows)
     r = run_audit(f, fmt="classification", labels=["pos", "neg"])
     got = {(x.message.split(" (")[0], x.line) for x in by_check(r, "schema")}
-    assert ("missing field 'label'", 2) in got
-    assert ("empty field 'text'", 3) in got
-    assert ("field 'text' should be a string, got int", 4) in got
+    # worded as training words them (one validator: tailorlm/data/validate.py)
+    assert ("field 'label' is missing or empty", 2) in got
+    assert ("field 'text' is missing or empty", 3) in got
+    assert ("field 'text' is a int, expected a string", 4) in got
     assert ("unknown label", 5) in got
     assert r.stats["rows"]["train"]["usable"] == 1
 
@@ -179,7 +180,9 @@ def test_quality_mojibake_fffd_control_whitespace(tmp_path):
     assert [e["line"] for e in moj.examples] == [3, 6] and moj.examples[0]["should_be"] == "é"
     assert q["mangled characters: U+FFFD replacement characters"].line == 8
     assert q["control characters"].line == 10 and q["control characters"].examples[0]["char"] == "U+0007"
-    assert q["whitespace-only target: trains the model to say nothing"].line == 12
+    # a whitespace-only response is a row training rejects (and stops at, under on_error: stop):
+    # the shared validator's schema finding, no longer a row the quality check sees
+    assert [(x.message, x.line) for x in by_check(r, "schema")] == [("field 'response' is missing or empty (1 row)", 12)]
     assert r.stats["quality"]["mangled_rows"] == 3
 
 

@@ -63,7 +63,7 @@ def test_chat_trains_every_assistant_turn_and_nothing_else(tok):
 def test_chat_rows_without_assistant_or_with_bad_roles_are_named(tok):
     with pytest.raises(DataError, match=r"data.jsonl:7: no assistant turn"):
         tokenize_rows([row(messages=[{"role": "user", "content": "Hi"}])], "chat", tok, dcfg())
-    with pytest.raises(DataError, match=r"data.jsonl:7: message 0 needs a role"):
+    with pytest.raises(DataError, match=r"data.jsonl:7: bad chat role \(message 0 has role 'robot'"):
         tokenize_rows([row(messages=[{"role": "robot", "content": "Hi"}])], "chat", tok, dcfg())
 
 

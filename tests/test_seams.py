@@ -26,7 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tailorlm"
 # The order a reader should see: each module imports only from its own rank or the ranks before it.
 # (config composes the method configs each method file declares, so methods come before config.)
 LAYERS = [
-    {"errors", "atomic", "progress"},
+    {"errors", "atomic", "runlock", "progress"},
     {"data", "models"},
     {"methods"},
     {"config"},

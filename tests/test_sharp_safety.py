@@ -162,7 +162,7 @@ def test_the_audit_fails_a_file_the_trainer_rejects(tmp_path, tiny_llama, capsys
     with open(data, "a") as fh:
         fh.write("{not json\n")
     rc, out, _ = cli(capsys, "audit", data)
-    assert rc == 2 and "training stops at this line" in out
+    assert rc == 2 and "t.jsonl:13: bad JSON" in out              # training's own file:line message
     cfg = tiny_config(tmp_path / "c.yaml", tiny_llama, data, tmp_path / "run", data={"audit": False})
     assert cli(capsys, "train", cfg)[0] == 2                    # the trainer agrees
     assert cli(capsys, "audit", data, "--on-error", "skip")[0] == 0

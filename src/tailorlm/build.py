@@ -18,7 +18,7 @@ from .data import Data, build_data
 from .errors import ConfigError, MissingError
 from .methods import METHODS, NotMergeable
 from .models.defaults import DEFAULT_MODELS
-from .models.load import check_task, load_model, load_tokenizer, resolve
+from .models.load import check_pickles, check_task, load_model, load_tokenizer, resolve
 
 MARK = "tailorlm_method"   # attribute naming the method a model already carries
 
@@ -74,15 +74,20 @@ def run_dir_of(path: str | Path) -> Path:
     return p.parent if p.name == "final" and (p.parent / "config.yaml").is_file() else p
 
 
-def load_run(run_dir: str | Path, which: str = "final", tokenizer=None, overrides: list[str] | None = None):
+def load_run(run_dir: str | Path, which: str = "final", tokenizer=None, overrides: list[str] | None = None,
+             allow_pickle: bool | None = None):
     """(cfg, tuned model, tokenizer) from a run directory alone. `overrides` (dotted key=value) apply
-    to the stored config before anything loads (e.g. model.path=... for a run moved elsewhere)."""
+    to the stored config before anything loads (e.g. model.path=... for a run moved elsewhere).
+    Pickled weights in the artefact are refused (before the base model loads) unless `allow_pickle`,
+    by default the run's model.allow_pickle; a run started from this one passes its own."""
     cfg = run_config(run_dir, overrides)
     art = run_dir_of(run_dir) / which
     if not art.is_dir():
         raise MissingError(f"{art}: the run has no {which}/ folder (did it finish?)")
+    allow = cfg.model.allow_pickle if allow_pickle is None else allow_pickle
+    check_pickles(art, allow)
     base, tok = method_base(cfg, tokenizer)
-    model = METHODS[cfg.method.name].load(base, art)
+    model = METHODS[cfg.method.name].load(base, art, allow_pickle=allow)
     setattr(model, MARK, cfg.method.name)
     return cfg, model, tok
 
@@ -104,7 +109,7 @@ def method_base(cfg: Config, tokenizer=None):
     prev = run_config(cfg.model.init_from)
     if prev.method.name == cfg.method.name:
         return method_base(prev, tokenizer)
-    _, model, tok = load_run(cfg.model.init_from, tokenizer=tokenizer)
+    _, model, tok = load_run(cfg.model.init_from, tokenizer=tokenizer, allow_pickle=cfg.model.allow_pickle)
     return merged(model, cfg.method.name), tok
 
 
@@ -113,7 +118,7 @@ def start_model(cfg: Config, tokenizer=None):
     this run's method (which then trains on), else the model the method is applied to."""
     init = cfg.model.init_from
     if init and run_config(init).method.name == cfg.method.name:
-        _, model, tok = load_run(init, tokenizer=tokenizer)
+        _, model, tok = load_run(init, tokenizer=tokenizer, allow_pickle=cfg.model.allow_pickle)
         return model, tok
     return method_base(cfg, tokenizer)
 

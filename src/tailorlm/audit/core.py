@@ -1,7 +1,8 @@
 """`run_audit`: read the splits, run every check, collect one report.
 
-The order is the order a human would fix things in: parsing, then schema (which decides which
-rows are usable), then the content checks on usable rows (quality, duplicates, labels), PII on
+The order is the order a human would fix things in, and the order training stops in: parsing
+(every split), then schema (the validator training uses, data/validate.py, decides which rows are
+usable), then the content checks on usable rows (quality, duplicates, labels), PII on
 every row (an unusable row still leaks if it is shipped), and the tokenised view last because it
 is the slowest and needs a tokenizer. Any fatal condition that leaves nothing to check returns
 early with what is known so far.
@@ -11,7 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import dupes, labels as labels_mod, parse, pii, quality, schema, tokens
+from tailorlm.data.counts import split_counts
+from tailorlm.data.validate import Checked, DataError, check_splits, no_usable_rows
+
+from . import dupes, labels as labels_mod, parse, pii, quality, schema, tokens, trained
 from .report import FATAL, AuditReport, Finding
 
 
@@ -58,19 +62,6 @@ def run_audit(train, val=None, test=None, *, fmt: str = "auto", fields: dict | N
     return report
 
 
-def _format_hint(rows: list[dict], layout, fields, options) -> str:
-    """When the format was given and the rows are of another (instruction rows audited as chat),
-    say which: skipping the bad rows, the other way out, would drop every one of them."""
-    try:
-        seen = schema.make_layout(rows, "auto", fields, options)
-    except ValueError:
-        return ""
-    if seen is None or seen.fmt == layout.fmt:
-        return ""
-    return (f"; the rows are {seen.fmt} rows, not {layout.fmt} rows. Fix: data.format: {seen.fmt} "
-            f"(or auto; audit: --format {seen.fmt})")
-
-
 def _label_checks(report: AuditReport, usable: list[dict], layout, labels) -> None:
     found, st = labels_mod.check_labels(usable, layout, labels)
     report.findings += found
@@ -89,6 +80,9 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
         raise ValueError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
     if not 0 < near_dup_threshold <= 1:
         raise ValueError("near_dup_threshold must be in (0, 1]")
+    schema.make_layout([], fmt, fields, options)   # unknown roles and formats: argument errors, before reading
+    dcfg = schema.pipeline_dcfg(fmt, fields, labels, options, on_error=on_error, **_files(train, val, test),
+                                **({"max_length": max_length} if max_length else {}))
     report = AuditReport()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -99,41 +93,24 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
         seconds[name] = round(now - clock, 3)
         clock = now
 
-    splits = []
-    for name, path in (("train", train), ("val", val), ("test", test)):
-        if path is None:
-            continue
-        data, found = parse.read_split(name, path, on_error=on_error)
-        splits.append(data)
-        report.findings += found
-    report.stats["rows"] = parse.parse_stats(splits)
+    splits = _read(report, train, val, test, dcfg, on_error)
     report.stats["seconds"] = seconds
     lap("parse")
-    rows = [r for s in splits for r in s.rows]
-    train_rows = splits[0].rows
-    if not train_rows:
+    if not splits[0].readable:
         return report
-
-    layout = schema.make_layout(train_rows, fmt, fields, options)
-    if layout is None:
-        keys = sorted({k for r in train_rows[:50] for k in r if not k.startswith("_")})
-        report.findings.append(Finding(
-            FATAL, schema.CHECK, f"cannot tell the format from the columns {keys}: expected text, "
-            "prompt/response, instruction/output, messages, or text+label. Fix: name the columns as "
-            "the trainer does, data.text_field / data.label_field (or data.prompt_field / "
-            "data.response_field, data.messages_field) and data.format in the config (audit: --field "
-            "text=COLUMN --field label=COLUMN)", splits[0].path))
+    checked = _validate(report, splits, dcfg)
+    if checked is None:
         return report
+    layout = schema.layout_for(checked.fmt, checked.rows["train"], dcfg, fields)
     report.stats["format"] = layout.fmt + (" (alpaca)" if layout.alpaca else "")
-    found, usable = schema.check_schema(rows, layout, labels)
+    salvaged = [r for s in splits for r in s.rows if r.get("_salvaged")]
+    found, usable = schema.check_schema(checked, salvaged, layout, dcfg, labels, on_error)
     report.findings += found
+    if checked.fatal is not None:   # a split left without rows, or one training row and no validation file
+        report.findings.append(trained.as_finding(checked.fatal, schema.CHECK, splits[0].path))
     for s in splits:
         report.stats["rows"][s.split]["usable"] = sum(r["_split"] == s.split for r in usable)
     lap("schema")
-    if not any(r["_split"] == "train" for r in usable):
-        report.findings.append(Finding(FATAL, schema.CHECK, "no usable training rows: every row fails "
-                                       "the schema check" + _format_hint(train_rows, layout, fields, options),
-                                       splits[0].path))
 
     found, report.stats["quality"] = quality.check_quality(usable, layout)
     report.findings += found
@@ -144,20 +121,71 @@ def _audit(train, val, test, fmt, fields, labels, tokenizer, max_length, near_du
     lap("duplicates")
     _label_checks(report, usable, layout, labels)
     lap("labels")
-    found, report.stats["pii"] = pii.check_pii(rows)
+    found, report.stats["pii"] = pii.check_pii([r for s in splits for r in s.rows])
     report.findings += found
     lap("pii")
     if tokenizer is not None:
-        try:
-            tok = (load_tokenizer(str(tokenizer), trust_remote_code) if isinstance(tokenizer, (str, Path))
-                   else tokenizer)
-        except Exception as e:   # a wrong path must not hide the other findings
-            report.findings.append(Finding(FATAL, tokens.CHECK, f"cannot load tokenizer "
-                                           f"{tokenizer}: {type(e).__name__}: {e}"))
-            return report
-        trainable = [r for r in usable if not r.get("_salvaged")]
-        found, report.stats["tokens"] = tokens.check_tokens(trainable, layout, tok, max_length,
-                                                            labels=labels, options=options)
-        report.findings += found
+        _tokens(report, splits, checked, usable, layout, dcfg, tokenizer, max_length, labels, options,
+                trust_remote_code)
         lap("tokens")
     return report
+
+
+def _files(train, val, test) -> dict:
+    """data.train / val / test as a DataConfig takes them (strings; several training files a list)."""
+    spec = [t if isinstance(t, dict) or hasattr(t, "path") else str(t) for t in train] \
+        if isinstance(train, (list, tuple)) else str(train)
+    return {"train": spec} | {k: str(v) for k, v in (("val", val), ("test", test)) if v is not None}
+
+
+def _read(report: AuditReport, train, val, test, dcfg, on_error) -> list[parse.SplitData]:
+    """Read each split as training reads it; training files without a usable row are fatal at once,
+    with training's message, before the other splits (whose findings follow)."""
+    splits = []
+    for name, path in (("train", train), ("val", val), ("test", test)):
+        if path is None:
+            continue
+        data, found = parse.read_split(name, path, on_error=on_error)
+        splits.append(data)
+        report.findings += found
+        if name == "train" and not data.readable and not data.unreadable:
+            report.findings.append(trained.as_finding(no_usable_rows(data.path, data.skipped), parse.CHECK, data.path))
+    report.stats["rows"] = parse.parse_stats(splits)
+    return splits
+
+
+def _validate(report: AuditReport, splits, dcfg) -> Checked | None:
+    """The shared validator's verdict on the rows training reads (salvaged rows left out); None when
+    no format fits (fatal: nothing can be checked). Each split's skipped lines and rejected rows
+    are counted as training counts them (data/counts.py)."""
+    readable = {s.split: [r for r in s.rows if not r.get("_salvaged")] for s in splits if not s.unreadable}
+    try:
+        checked = check_splits(readable, dcfg, {s.split: s.skipped for s in splits})
+    except DataError as e:
+        report.findings.append(trained.as_finding(e, schema.CHECK, splits[0].path))
+        return None
+    for s in splits:
+        report.stats["rows"][s.split] |= split_counts(s.skipped, rejected=len(checked.rejected.get(s.split, [])))
+    return checked
+
+
+def _tokens(report, splits, checked, usable, layout, dcfg, tokenizer, max_length, labels, options,
+            trust_remote_code) -> None:
+    """Training's own tokenize pass (counts, and what stops training at this stage), then the
+    tokenised view of the usable rows training reads."""
+    try:
+        tok = (load_tokenizer(str(tokenizer), trust_remote_code) if isinstance(tokenizer, (str, Path))
+               else tokenizer)
+    except Exception as e:   # a wrong path must not hide the other findings
+        report.findings.append(Finding(FATAL, tokens.CHECK, f"cannot load tokenizer "
+                                       f"{tokenizer}: {type(e).__name__}: {e}"))
+        return
+    found, reps, outcome = trained.pipeline_counts(checked, dcfg, tok)
+    report.findings += found
+    for s in splits:
+        if s.split in reps:
+            report.stats["rows"][s.split] |= split_counts(s.skipped, reps[s.split])
+    trainable = [r for r in usable if not r.get("_salvaged")]
+    found, report.stats["tokens"] = tokens.check_tokens(trainable, layout, tok, max_length, labels=labels,
+                                                        options=options, outcome=outcome)
+    report.findings += found

@@ -2,7 +2,8 @@
 
 The audit must see the data exactly as training will, so it reads through
 `tailorlm.data.read.read_rows`: every line that reader skips (bad JSON, bad CSV quoting, a field
-count that does not match the header, invalid UTF-8) becomes a finding naming file and line.
+count that does not match the header, invalid UTF-8) becomes a finding naming file and line, in
+training's words (fatal under data.on_error: stop, where training stops at the first).
 
 Lines that fail only because of their encoding are also *salvaged* for the content checks: they
 are decoded with U+FFFD replacement characters and parsed again, marked `_salvaged`. Training
@@ -18,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tailorlm.data.read import DataError, Problem, read_rows
+from tailorlm.data.read import DataError, Problem, files_label, read_rows
 
 from .report import FATAL, WARNING, Finding
 
@@ -35,12 +36,13 @@ class SplitData:
     skipped: list[Problem] = field(default_factory=list)
     salvaged: int = 0
     readable: int = 0                                      # rows the training reader keeps
+    unreadable: bool = False                               # the file itself cannot be read (fatal)
 
 
 def read_split(split: str, path: str | os.PathLike, on_error: str = "skip",
                salvage: bool = True) -> tuple[SplitData, list[Finding]]:
     """Read one split; return its rows and the parse findings (fatal when unusable)."""
-    data = SplitData(split, str(path))
+    data = SplitData(split, files_label(path))
     findings: list[Finding] = []
     try:
         # always read everything; with on_error="stop" each bad line is fatal instead of skipped,
@@ -48,22 +50,18 @@ def read_split(split: str, path: str | os.PathLike, on_error: str = "skip",
         result = read_rows(path, on_error="skip")
     except DataError as e:
         # a missing file or an unknown suffix: training would not start, hence fatal
-        findings.append(Finding(FATAL, CHECK, str(e).splitlines()[0], str(path)))
+        data.unreadable = True
+        findings.append(Finding(FATAL, CHECK, str(e).splitlines()[0], data.path))
         return data, findings
     except (OSError, ValueError) as e:   # unreadable file, corrupt Parquet, ...
-        findings.append(Finding(FATAL, CHECK, f"cannot read: {e}", str(path)))
+        data.unreadable = True
+        findings.append(Finding(FATAL, CHECK, f"cannot read: {e}", data.path))
         return data, findings
 
     data.skipped = result.skipped
     data.readable = len(result.rows)
-    for p in result.skipped:
-        msg = f"line skipped: {p.message}"
-        if p.message.startswith("bad CSV"):
-            # the csv module cannot resynchronise, so the reader stops: say what that costs
-            msg += f"; reading stops here, lines {p.line}-{_count_lines(p.file)} are lost"   # (its own file)
-        if on_error == "stop":
-            msg += " (on_error: stop - training stops at this line)"
-        findings.append(Finding(FATAL if on_error == "stop" else WARNING, CHECK, msg, p.file, p.line))
+    for p in result.skipped:   # worded as training words it (a CSV quoting error: every line it loses)
+        findings.append(Finding(FATAL if on_error == "stop" else WARNING, CHECK, p.text, p.file, p.line))
     rows = result.rows
     bad_enc = {p.file for p in result.skipped if p.message.startswith(ENCODING_PREFIX)}
     if salvage and bad_enc:   # per file (data.train may list several)
@@ -73,8 +71,6 @@ def read_split(split: str, path: str | os.PathLike, on_error: str = "skip",
     for r in rows:
         r["_split"] = split
     data.rows = rows
-    if not rows:
-        findings.append(Finding(FATAL, CHECK, "no usable rows", str(path)))
     return data, findings
 
 
@@ -116,14 +112,8 @@ def _signature(row: dict) -> str:
     return repr(sorted((k, repr(v)) for k, v in row.items() if not k.startswith("_")))
 
 
-def _count_lines(path) -> int:
-    try:
-        with open(path, "rb") as fh:
-            return sum(1 for _ in fh)
-    except OSError:
-        return 0
-
-
 def parse_stats(splits: list[SplitData]) -> dict:
-    return {s.split: {"file": s.path, "rows": s.readable, "skipped_lines": len(s.skipped),
+    """Per split: the file, rows read as training reads them, lines skipped (a CSV quoting error counts
+    every line it loses, as training counts it: data/counts.py), rows salvaged on top."""
+    return {s.split: {"file": s.path, "rows": s.readable, "skipped_lines": sum(p.lines for p in s.skipped),
                       "salvaged": s.salvaged} for s in splits}

@@ -141,8 +141,9 @@ class AuditReport:
                 by_check.setdefault(f.check, []).append(f)
             for check, fs in by_check.items():
                 for f in fs[:per_check]:
-                    where = f" [{f.where()}]" if f.where() else ""
-                    lines.append(f"- {f.check}: {f.message}{where}")
+                    # located as training locates its errors (FILE:LINE: MESSAGE), so both read alike
+                    where = f"{f.where()}: " if f.where() else ""
+                    lines.append(f"- {f.check}: {where}{f.message}")
                     for ex in f.examples[:3]:
                         lines.append("    " + _format_example(ex))
                 if len(fs) > per_check:

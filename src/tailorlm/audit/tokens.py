@@ -184,9 +184,11 @@ def _prompts(row: dict, layout: RowSchema) -> list[str]:
 
 def check_tokens(rows: list[dict], layout: RowSchema, tokenizer, max_length: int | None = None,
                  producer: Producer | None = None, labels: list | None = None,
-                 options: dict | None = None) -> tuple[list[Finding], dict]:
-    """options are the pipeline's data settings (prompt_template, system, chat_template,
-    too_long); too_long decides whether an over-long row is truncated, dropped or fatal."""
+                 options: dict | None = None, outcome: dict | None = None) -> tuple[list[Finding], dict]:
+    """options are the pipeline's data settings (prompt_template, system, chat_template, too_long);
+    too_long decides whether an over-long row is truncated, dropped or fatal. outcome: the trained
+    tokens training's own pass keeps of each row (audit/trained.py), so over-long rows count as
+    training cuts them (the prompt before the target), not as cutting their end would."""
     too_long = (options or {}).get("too_long", "truncate")
     if layout.fmt == "chat" and not getattr(tokenizer, "chat_template", None) and producer is None:
         return [Finding(FATAL, CHECK, "chat data but the tokenizer has no chat_template: the "
@@ -237,7 +239,7 @@ def check_tokens(rows: list[dict], layout: RowSchema, tokenizer, max_length: int
             col.add(WARNING, CHECK, "trained span does not end in EOS or a turn terminator: the "
                     "model may not learn to stop", row, tokenizer.decode(ids[runs[-1][0]:runs[-1][1]])[-80:])
         if max_length and len(ids) > max_length:
-            _too_long(row, ids, labels, n_train, max_length, too_long, layout, stats, col)
+            _too_long(row, ids, labels, n_train, max_length, too_long, layout, stats, col, outcome)
     if lengths:
         stats["length"] = _length_stats(lengths)
         stats["trainable_tokens"] = int(sum(trainable))
@@ -275,13 +277,14 @@ def _length_stats(lengths: list[int]) -> dict:
         "max": int(arr.max()), "mean": round(float(arr.mean()), 1)}
 
 
-def _too_long(row, ids, labels, n_train, max_length, too_long, layout, stats, col) -> None:
-    """Count what max_length costs this row under the pipeline's too_long policy."""
+def _too_long(row, ids, labels, n_train, max_length, too_long, layout, stats, col, outcome=None) -> None:
+    """Count what max_length costs this row under too_long (`outcome`: see check_tokens)."""
     if layout.fmt == "text":
         # documents are cut into max_length blocks, not truncated: nothing is lost
         stats["split_into_blocks"] += 1
         return
-    kept = sum(l != IGNORE for l in labels[:max_length])
+    kept = (sum(l != IGNORE for l in labels[:max_length]) if outcome is None
+            else outcome.get((row["_file"], row["_line"]), 0))
     if too_long == "drop" or (n_train and not kept):
         stats["dropped"] += 1
         stats["target_tokens_lost"] += n_train

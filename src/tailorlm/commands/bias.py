@@ -53,6 +53,14 @@ def table(rows: list[dict], what: str) -> str:
 
 
 def run(a) -> int:
+    from ..build import run_dir_of
+    from ..runlock import hold_run
+
+    with hold_run(run_dir_of(a.run)):   # it writes RUN/probes/bias.json: not while another process writes the run
+        return _run(a)
+
+
+def _run(a) -> int:
     from ..build import load_run, run_dir_of
     from ..data import build_data
     from ..device import pick_device, resolve_precision

@@ -44,9 +44,9 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 
 def run(a) -> int:
-    from ..compare import expand, run_compare
     from ..errors import ConfigError
     from ..methods import METHODS
+    from ..runlock import hold
 
     if a.metric != "auto":   # refused before anything trains: a metric with no spec has no direction
         from ..eval.specs import spec
@@ -60,6 +60,15 @@ def run(a) -> int:
         if m not in METHODS:
             raise ConfigError(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
     root = Path(a.out or f"runs/compare-{Path(files[0]).stem if files else 'run'}")
+    if a.dry_run and not a.train_sizes:   # a listing writes nothing: no lock needed
+        return _run(a, files, root, methods, overrides)
+    with hold(root, fix=", or another --out"):   # the subsets expand writes, then every run (run_compare)
+        return _run(a, files, root, methods, overrides)
+
+
+def _run(a, files: list[str], root: Path, methods, overrides: list[str]) -> int:
+    from ..compare import expand, run_compare
+
     runs = expand(files, root, methods=methods, seeds=a.seeds, sizes=_ints(a.train_sizes, "--train-sizes"),
                   overrides=overrides, fewshot=a.fewshot)
     if a.dry_run:

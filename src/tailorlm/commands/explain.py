@@ -36,20 +36,28 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> int:
-    from ..atomic import write_text
-    from ..build import run_config, run_dir_of
-    from ..data.formats import Formatter
-    from ..models.load import load_tokenizer, resolve
+    from ..build import run_dir_of
     from ..probes.attribution import captum_attr
-    from ..probes.explain import explain, run_format
-    from ..probes.explain_html import page
-    from ..probes.inputs import read_inputs
+    from ..runlock import hold_run
 
     if a.limit < 1 or a.attribute < 0 or a.steps < 2 or a.samples < 1:
         raise ConfigError("--limit and --samples must be at least 1, --attribute at least 0, --steps at least 2")
     if a.attribute:
         captum_attr()   # a missing extra says so before any model loads
     run_dir = run_dir_of(a.run)
+    with hold_run(run_dir):   # it writes RUN/probes/explain.json: not while another process writes the run
+        return _explain(a, run_dir)
+
+
+def _explain(a, run_dir: Path) -> int:
+    from ..atomic import write_text
+    from ..build import run_config
+    from ..data.formats import Formatter
+    from ..models.load import load_tokenizer, resolve
+    from ..probes.explain import explain, run_format
+    from ..probes.explain_html import page
+    from ..probes.inputs import read_inputs
+
     if a.file:
         cfg = run_config(run_dir, a.overrides)
         fmt, labels = run_format(run_dir, cfg)

@@ -34,17 +34,25 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> int:
-    from ..build import load_run, run_dir_of
-    from ..data import build_data
-    from ..device import pick_device, resolve_precision
+    from ..build import run_dir_of
     from ..errors import ConfigError
-    from ..probes.canaries import Canaries
-    from ..probes.privacy import privacy_probe
-    from ..probes.store import write_probe
+    from ..runlock import hold_run
 
     if (a.k is not None and a.k < 1) or (a.m is not None and a.m < 1) or a.max_examples < 2:
         raise ConfigError("tailorlm privacy: --k and --m must be at least 1, --max-examples at least 2")
     run_dir = run_dir_of(a.run)
+    with hold_run(run_dir):   # it writes RUN/probes/privacy.json: not while another process writes the run
+        return _probe(a, run_dir)
+
+
+def _probe(a, run_dir: Path) -> int:
+    from ..build import load_run
+    from ..data import build_data
+    from ..device import pick_device, resolve_precision
+    from ..probes.canaries import Canaries
+    from ..probes.privacy import privacy_probe
+    from ..probes.store import write_probe
+
     cfg, model, tok = load_run(run_dir, overrides=a.overrides)
     data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)   # the user's rows only: no canary
     device = pick_device(cfg.train.device)

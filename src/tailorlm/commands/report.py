@@ -1,6 +1,8 @@
 """`tailorlm report RUN [RUN ...] [--out FILE]`: a run, or several overlaid, as one HTML page (report/)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 HELP = "draw a run (finished, still going, or killed), or several overlaid, as one self-contained HTML page"
 EXAMPLES = """examples:
   tailorlm report runs/tickets                         writes runs/tickets/report.html
@@ -14,7 +16,14 @@ def add_arguments(p) -> None:
 
 
 def run(a) -> int:
-    from ..report.page import write_report
+    """Where the page lands in a run folder (RUN/report.html by default), that run's lock is taken: a
+    run another process is training writes its own page, and --out puts this one elsewhere."""
+    from pathlib import Path
 
-    print(write_report(a.runs, a.out))
+    from ..report.page import write_report
+    from ..runlock import hold_run
+
+    page = Path(a.out) if a.out else (Path(a.runs[0]) / "report.html" if len(a.runs) == 1 else None)
+    with hold_run(page.parent, fix=", or --out FILE to write the page elsewhere") if page else nullcontext():
+        print(write_report(a.runs, a.out))
     return 0

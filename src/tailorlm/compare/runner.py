@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..errors import TailorError
+from ..runlock import hold
 from . import table
 from .grid import RunSpec
 from .measure import measure_run
@@ -99,9 +100,13 @@ def _tail(log: Path, n: int = 6) -> str:
 
 def run_compare(runs: list[RunSpec], root: Path, *, metric: str = "auto", say=print) -> dict:
     """Train what is not finished, measure what is not measured, write compare.json and compare.html."""
+    with hold(root, fix=", or another --out"):   # one process writes a comparison's folder (the same
+        return _run_compare(runs, root, metric, say)   # command rerun while it runs is refused)
+
+
+def _run_compare(runs: list[RunSpec], root: Path, metric: str, say) -> dict:
     from .page import write_page
 
-    root.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, spec in enumerate(runs, 1):
         run_dir, mfile = root / "runs" / spec.name, root / "measure" / f"{spec.name}.json"

@@ -24,7 +24,7 @@ import itertools
 import re
 import statistics
 
-from ..eval.specs import spec
+from ..eval.specs import find, spec
 FIELDS = ("tuned", "base", "gain", "gain_fewshot", "ref_nll_change", "kl_to_base", "trainable_params",
           "artifact_bytes", "peak_rss_bytes", "peak_cuda_bytes", "wall_time_s", "train_time_s", "tokens_per_s",
           "latency_ms", "latency_merged_ms")
@@ -110,13 +110,22 @@ def pareto(points: list[tuple[str, float, float]]) -> set[str]:
             if not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for _, x2, y2 in points)}
 
 
+def _cost(field: str):
+    """x as a cost to minimise: a registered metric's spec.cost (ref_nll_change, kl_to_base: lower is
+    better), a resource (time, memory, parameters, bytes) as it is."""
+    s = find(field)
+    return s.cost if s else (lambda v: v)
+
+
 def fronts(groups: list[dict]) -> dict:
-    """{"x_vs_y": {size: [labels on the front]}} over the groups' means."""
+    """{"x_vs_y": {size: [labels on the front]}} over the groups' means (y: the gain, signed by the
+    metric's spec already; x: a cost, by _cost)."""
     out = {}
     for x, y in FRONTS:
-        per = {}
+        per, cost = {}, _cost(x)
         for size in dict.fromkeys(g["size"] for g in groups):
-            pts = [(g["label"], g[x]["mean"], g[y]["mean"]) for g in groups if g["size"] == size and g[x] and g[y]]
+            pts = [(g["label"], cost(g[x]["mean"]), g[y]["mean"]) for g in groups
+                   if g["size"] == size and g[x] and g[y]]
             per[str(size)] = sorted(pareto(pts))
         out[f"{y}_vs_{x}"] = per
     return out

@@ -20,6 +20,7 @@ from ..device import pick_device, resolve_precision
 from ..errors import ConfigError
 from ..progress import phase, quiet as quiet_progress
 from ..retention.session import Retention
+from ..runlock import hold
 from ..train import Callback, train
 from ..atomic import write_text
 from .metrics import by_unit, metric_keys
@@ -30,8 +31,14 @@ from .strategies import STRATEGIES
 
 
 def run_plan(plan: PlanConfig, quiet: bool = False, say=print) -> dict:
+    """The plan in its folder, which one process writes at a time (the plan folder's lock, held to the end;
+    a rerun while it runs is refused, naming it)."""
     root = out_dir(plan)
-    root.mkdir(parents=True, exist_ok=True)
+    with hold(root, fix=", or another output.dir for the plan"):
+        return _run_plan(plan, root, quiet, say)
+
+
+def _run_plan(plan: PlanConfig, root: Path, quiet: bool, say) -> dict:
     tok = tokenizer_for(load_config(raw={**copy.deepcopy(plan.base), "data": {"train": "-"}}))
     stages = prepare_stages(plan.stages, root, tok, plan.strategy.seed)
     if STRATEGIES[plan.strategy.name].needs_same_format and len({s.fmt for s in stages}) > 1:

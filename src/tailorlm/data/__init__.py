@@ -1,13 +1,17 @@
-"""Data: read -> format -> tokenize -> batch. `build_data` is the one entry the loop and eval use."""
+"""Data: read -> validate -> format -> tokenize -> batch. `build_data` is the one entry the loop and eval
+use; validate.py is the validator `tailorlm audit` shares, counts.py the counts both report."""
 from __future__ import annotations
 
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .formats import Formatter, detect_format
-from .read import DataError, read_rows, train_files
+from .counts import console_line, reject_into, split_counts, totals
+from .formats import Formatter
+from .read import DataError, Problem, read_rows, train_files
 from .tokenize import Example, TokenizeReport, tokenize_classes, tokenize_rows
+from .validate import (ROW_FIX, Checked, check_splits, detect_format, label_set, no_usable_rows,
+                       split_label)
 
 
 @dataclass
@@ -21,6 +25,11 @@ class Data:
     test_rows: list[dict]
     report: dict = field(default_factory=dict)
     train_rows: list[dict] = field(default_factory=list)   # for few-shot prompts
+
+    def describe(self) -> str:
+        """The console's data line: format, examples, and what every split lost (counts.py)."""
+        return (f"data: {self.fmt}, {len(self.train)} train / {len(self.val)} val examples; "
+                f"{console_line(self.report)}")
 
     @property
     def groups(self) -> list[int] | None:
@@ -37,34 +46,45 @@ def split_rows(rows: list[dict], fraction: float, cap: int, seed: int) -> tuple[
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-def _labels(rows: list[dict], dcfg) -> list[str]:
-    if dcfg.labels:
-        return list(dcfg.labels)
-    key = dcfg.label_field or "label"
-    return sorted({str(r[key]) for r in rows if r.get(key) not in (None, "")})
-
-
-def _read_train(dcfg, seed: int) -> tuple[list[dict], list[dict], list[str], int]:
-    """(train rows, validation rows, problems, repaired lines). Several training files are read in
-    order; the validation split is carved before each file's rows are repeated by its weight, so no
-    copy of a held-out row is trained on."""
+def _read(dcfg) -> tuple[dict[str, list[dict]], dict[str, list[Problem]], int]:
+    """Each split's rows and the reader's problems (train first; val and test when given), and the
+    CSV lines repaired. Training files with no usable row stop here, before the others are read, as
+    the audit does (audit/core.py)."""
     read = read_rows(dcfg.train, dcfg.on_error)
     rows = read.rows[: dcfg.limit] if dcfg.limit else read.rows
     if not rows:
-        raise DataError(f"{dcfg.train}: no usable rows" + (f" ({len(read.skipped)} problems, first: "
-                                                           f"{read.skipped[0]})" if read.skipped else ""))
-    skipped = list(read.skipped)
-    if dcfg.val:
-        vread = read_rows(dcfg.val, dcfg.on_error)
-        val_rows, skipped = vread.rows, skipped + vread.skipped
-    elif len(rows) < 2:
-        raise DataError(f"{rows[0]['_file']}: one usable row, so nothing is left to train on once the validation "
-                        "split is carved out of it. Fix: more rows, or a separate data.val file")
+        raise no_usable_rows(split_label(dcfg, "train"), read.skipped)
+    out, problems, repaired = {"train": rows}, {"train": list(read.skipped)}, read.repaired
+    for split in ("val", "test"):
+        if getattr(dcfg, split):
+            res = read_rows(getattr(dcfg, split), dcfg.on_error)
+            out[split], problems[split], repaired = res.rows, list(res.skipped), repaired + res.repaired
+    return out, problems, repaired
+
+
+def _checked(dcfg) -> tuple[Checked, dict[str, list[Problem]], int]:
+    """Read and validate every split with the validator the audit uses (validate.py): data.on_error:
+    stop raises at the first rejected row, skip keeps the rest and counts them."""
+    rows, problems, repaired = _read(dcfg)
+    checked = check_splits(rows, dcfg, problems)
+    first = checked.first_rejected()
+    if first is not None and dcfg.on_error == "stop":
+        raise DataError(f"{first}\n  {ROW_FIX}")
+    if checked.fatal is not None:
+        raise checked.fatal
+    return checked, problems, repaired
+
+
+def _split(checked: Checked, dcfg, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train rows, validation rows). The validation split is carved before each training file's rows
+    are repeated by its weight, so no copy of a held-out row is trained on."""
+    rows = checked.rows["train"]
+    if "val" in checked.rows:
+        val_rows = checked.rows["val"]
     else:
         rows, val_rows = split_rows(rows, dcfg.val_fraction, dcfg.val_max, seed)
     weight = {str(p): w for p, w in train_files(dcfg.train)}
-    rows = [r for r in rows for _ in range(weight.get(r["_file"], 1))]
-    return rows, val_rows, skipped, read.repaired
+    return [r for r in rows for _ in range(weight.get(r["_file"], 1))], val_rows
 
 
 def _balance(dcfg, fmt: str, train: list[Example]) -> None:
@@ -82,61 +102,61 @@ def _balance(dcfg, fmt: str, train: list[Example]) -> None:
             e.weight = len(train) / (len(counts) * counts[e.cls])
 
 
-def _renderable(rows: list[dict], fm: Formatter, dcfg) -> list[dict]:
-    """Held-out rows the task metrics can render. Under on_error: skip, a bad row that training skipped
-    is left out of evaluation too, instead of stopping the run at its first evaluation."""
-    if dcfg.on_error != "skip" or fm.fmt not in ("instruction", "classification"):
-        return rows
-    ok = []
-    for r in rows:
-        try:
-            fm.content_response(r)
-            ok.append(r)
-        except DataError:
-            pass
-    return ok
-
-
 def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
-    """Read, split, format and tokenize. `task: sequence_classification` (a classifier head) needs
-    classification rows, and takes its labels from train and validation rows together (they fix the
-    size of the head)."""
-    rows, val_rows, problems, repaired = _read_train(dcfg, seed)
-    test_rows = read_rows(dcfg.test, dcfg.on_error).rows if dcfg.test else []
-    fmt = detect_format(rows, dcfg)
-    if fmt == "chat" and not any(isinstance(r.get(dcfg.messages_field), list) for r in rows[:100]):
-        seen = detect_format(rows, dcfg.model_copy(update={"format": "auto"}))   # what the fields say instead
-        raise DataError(f"{dcfg.train}: data.format is chat, but the rows have no {dcfg.messages_field!r} list: "
-                        f"they are not chat rows (their fields make them {seen} rows). Fix: data.format: {seen}")
-    if task == "sequence_classification":
-        if fmt != "classification":
-            raise DataError(f"{dcfg.train}: model.task is sequence_classification, which needs classification "
-                            f"rows (a text and a label), not {fmt}. Fix: data.format: classification with "
-                            "data.text_field / data.label_field, or model.task: causal_lm")
-        labels = _labels(rows + val_rows, dcfg)
-        if len(labels) < 2:
-            raise DataError(f"{dcfg.train}: a classifier needs at least two labels, the data has {labels}")
-        fm = Formatter(fmt, tokenizer, dcfg, labels)
-        train, trep = tokenize_classes(rows, tokenizer, dcfg, labels, fm)
-        val, vrep = tokenize_classes(val_rows, tokenizer, dcfg, labels, fm)
-    else:
-        labels = _labels(rows, dcfg) if fmt == "classification" else None
-        fm = Formatter(fmt, tokenizer, dcfg, labels)
-        train, trep = tokenize_rows(rows, fmt, tokenizer, dcfg, labels, fm)
-        val, vrep = tokenize_rows(val_rows, fmt, tokenizer, dcfg, labels, fm)
+    """Read, validate, split, format and tokenize. `task: sequence_classification` (a classifier head)
+    needs classification rows, and takes its labels from train and validation rows together (they fix
+    the size of the head)."""
+    checked, problems, repaired = _checked(dcfg)
+    fmt = checked.fmt
+    rows, val_rows = _split(checked, dcfg, seed)
+    test_rows = checked.rows.get("test", [])
+    labels, fm, (train, trep), (val, vrep), test_rep = _tokenize(dcfg, tokenizer, task, fmt, rows, val_rows, test_rows)
+    for split, rep in (("train", trep), ("val", vrep), ("test", test_rep)):   # (a carved val: checked as train)
+        reject_into(rep, checked.rejected.get(split, []))
     if not train:
-        raise DataError(f"{dcfg.train}: no example has a trainable token after tokenization "
+        raise DataError(f"{split_label(dcfg, 'train')}: no example has a trainable token after tokenization "
                         f"({trep.dropped_too_long} too long, {trep.dropped_no_target} without targets, "
                         f"{trep.skipped_bad_rows} bad rows skipped" + (f"; first: {trep.problems[0]}" if
                                                                          trep.problems else "") + ")")
     _balance(dcfg, fmt, train)
+    splits = {"train": split_counts(problems["train"], trep), "val": split_counts(problems.get("val", []), vrep)}
+    if "test" in checked.rows:
+        splits["test"] = split_counts(problems["test"], test_rep)
     # a lost line is a line: a CSV quoting error loses every line after it, and the count says so
-    report = {"format": fmt, "labels": labels, "skipped_lines": sum(p.lines for p in problems),
-              "skipped_examples": [str(p) for p in problems][:20], "repaired_lines": repaired,
+    report = {"format": fmt, "labels": labels, **totals(splits), "splits": splits,
+              "skipped_examples": [str(p) for ps in problems.values() for p in ps][:20],
+              "rejected_examples": (trep.problems + vrep.problems + test_rep.problems)[:20], "repaired_lines": repaired,
               "balance": dcfg.balance, "train": trep.to_dict(), "val": vrep.to_dict(), "test_rows": len(test_rows)}
-    return Data(fmt, fm, labels, train, val, _renderable(val_rows, fm, dcfg), _renderable(test_rows, fm, dcfg),
-                report, rows)
+    if "test" in checked.rows:
+        report["test"] = test_rep.to_dict()
+    return Data(fmt, fm, labels, train, val, val_rows, test_rows, report, rows)
 
 
-__all__ = ["Data", "DataError", "Example", "Formatter", "TokenizeReport", "build_data", "detect_format",
+def _tokenize(dcfg, tokenizer, task, fmt, rows, val_rows, test_rows):
+    """(labels, formatter, (train, its report), (val, its report), the test rows' report). Test rows are
+    tokenized only to count what max_length cuts from them, leniently as evaluation cuts them
+    (eval/tasks.py: over-long prompts truncated; for a classifier head, unknown labels skipped)."""
+    if task == "sequence_classification":
+        if fmt != "classification":
+            raise DataError(f"{split_label(dcfg, 'train')}: model.task is sequence_classification, which needs "
+                            f"classification rows (a text and a label), not {fmt}. Fix: data.format: "
+                            "classification with data.text_field / data.label_field, or model.task: causal_lm")
+        labels = label_set(rows + val_rows, dcfg)
+        if len(labels) < 2:
+            raise DataError(f"{split_label(dcfg, 'train')}: a classifier needs at least two labels, the data "
+                            f"has {labels}")
+        fm = Formatter(fmt, tokenizer, dcfg, labels)
+        lenient = dcfg.model_copy(update={"on_error": "skip", "too_long": "truncate"})
+        return (labels, fm, tokenize_classes(rows, tokenizer, dcfg, labels, fm),
+                tokenize_classes(val_rows, tokenizer, dcfg, labels, fm),
+                tokenize_classes(test_rows, tokenizer, lenient, labels, fm)[1])
+    labels = label_set(rows, dcfg) if fmt == "classification" else None
+    fm = Formatter(fmt, tokenizer, dcfg, labels)
+    lenient = dcfg.model_copy(update={"too_long": "truncate"})
+    return (labels, fm, tokenize_rows(rows, fmt, tokenizer, dcfg, labels, fm),
+            tokenize_rows(val_rows, fmt, tokenizer, dcfg, labels, fm),
+            tokenize_rows(test_rows, fmt, tokenizer, lenient, labels, fm)[1])
+
+
+__all__ = ["Data", "DataError", "console_line", "Example", "Formatter", "TokenizeReport", "build_data", "detect_format",
            "read_rows", "split_rows", "train_files", "tokenize_classes", "tokenize_rows"]

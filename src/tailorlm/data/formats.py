@@ -13,36 +13,10 @@ generation prompt must be a prefix of render(messages[:i+1]), and the difference
 """
 from __future__ import annotations
 
-from collections import Counter
-
 from .read import DataError
+from .validate import content_response, field_text, messages_of, text_of
 
 PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
-ROLES = {"system", "user", "assistant", "tool"}
-
-
-def detect_format(rows: list[dict], dcfg) -> str:
-    """The format the config names, or the one the fields of most of the first 100 rows imply (one row
-    missing a field is then reported as that, with its line, not as an unknown format)."""
-    if dcfg.format != "auto":
-        return dcfg.format
-    sample = rows[:100]
-    seen = Counter(k for r in sample for k in r if k not in ("_file", "_line"))
-    keys = {k for k, n in seen.items() if n > len(sample) / 2}
-    if dcfg.messages_field in keys:
-        return "chat"
-    if dcfg.label_field or "label" in keys:
-        return "classification"
-    if dcfg.prompt_field or {"prompt", "response"} <= keys or {"instruction", "output"} <= keys:
-        return "instruction"
-    if dcfg.text_field or "text" in keys:
-        return "text"
-    if not rows:
-        raise DataError("data.train: no rows to tell the data format from. Fix: give data.train rows, or set "
-                        "data.format (text | instruction | chat | classification)")
-    where = f"{rows[0]['_file']}:{rows[0]['_line']}"
-    raise DataError(f"{where}: cannot tell the data format from fields {sorted(keys)}. Fix: set data.format "
-                    "(text | instruction | chat | classification) and the field names (data.text_field, ...)")
 
 
 class Formatter:
@@ -58,32 +32,14 @@ class Formatter:
 
     # ------------------------------------------------------------------ field access
     def _field(self, row: dict, name: str | None, default: str, label: bool = False) -> str:
-        """A text field as a string. Anything else is a bad row (str() of a list or a number would be
-        trained as if it were text); a label may also be a number or a boolean (label: 0)."""
-        key = name or default
-        v = row.get(key)
-        if v is None or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"{row.get('_file')}:{row.get('_line')}: field {key!r} is missing or empty "
-                            f"(the row has {sorted(k for k in row if not k.startswith('_'))})")
-        ok = (str, int, bool) if label else str
-        if not isinstance(v, ok):
-            raise DataError(f"{row.get('_file')}:{row.get('_line')}: field {key!r} is a {type(v).__name__}, "
-                            f"expected {'a string or an integer' if label else 'a string'}")
-        return v if isinstance(v, str) else str(v)
+        """A text field as a string, or the validator's RowError (probes read single fields this way)."""
+        return field_text(row, name or default, label)
 
     def content_response(self, row: dict) -> tuple[str, str]:
         """(user content, response) of an instruction or classification row: what the prompt template
-        wraps, before it is wrapped. Truncation cuts the user content, never the template or the target."""
-        d = self.dcfg
-        if self.fmt == "classification":
-            return self._field(row, d.text_field, "text"), self._field(row, d.label_field, "label", label=True)
-        if d.prompt_field is None and "instruction" in row:  # Alpaca: instruction + optional input
-            prompt = self._field(row, None, "instruction")
-            extra = row.get("input")
-            if extra is not None and (not isinstance(extra, str) or extra.strip()):
-                prompt += "\n\n" + self._field(row, None, "input")
-            return prompt, self._field(row, d.response_field, "output")
-        return self._field(row, d.prompt_field, "prompt"), self._field(row, d.response_field, "response")
+        wraps, before it is wrapped. Truncation cuts the user content, never the template or the target.
+        The fields are read (and a bad row refused) by the shared validator (validate.py)."""
+        return content_response(row, self.fmt, self.dcfg)
 
     def wrap(self, content: str) -> str:
         """The user prompt: data.prompt_template around the content."""
@@ -124,7 +80,7 @@ class Formatter:
 
     def segments(self, row: dict) -> list[tuple[str, bool]]:
         if self.fmt == "text":
-            return [(self._field(row, self.dcfg.text_field, "text") + (self.tok.eos_token or ""), True)]
+            return [(text_of(row, self.dcfg) + (self.tok.eos_token or ""), True)]
         if self.fmt == "chat":
             return self._chat_segments(row)
         return self.pair_segments(*self.prompt_response(row))
@@ -135,16 +91,7 @@ class Formatter:
 
     def _chat_segments(self, row: dict) -> list[tuple[str, bool]]:
         where = f"{row.get('_file')}:{row.get('_line')}"
-        msgs = row.get(self.dcfg.messages_field)
-        if not isinstance(msgs, list) or not msgs:
-            raise DataError(f"{where}: {self.dcfg.messages_field!r} must be a non-empty list of "
-                            "{role, content} messages")
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise DataError(f"{where}: message {i} needs a role in {sorted(ROLES)} and string content")
-        if not any(m["role"] == "assistant" for m in msgs):
-            raise DataError(f"{where}: no assistant turn, so nothing would be trained")
-        msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        msgs = messages_of(row, self.dcfg)   # the shared validator's checks: list, roles, content, an assistant
         segs, done = [], ""
         for i, m in enumerate(msgs):
             if m["role"] != "assistant":

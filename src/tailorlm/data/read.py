@@ -23,10 +23,15 @@ class Problem:
     message: str
     lines: int = 1                        # lines lost with it (a CSV quoting error loses the rest of the file)
 
+    @property
+    def text(self) -> str:
+        """The message without its location (what the audit shows beside file and line)."""
+        lost = f"; lines {self.line}-{self.line + self.lines - 1} ({self.lines} lines) are not read: the rest " \
+            "of the file is lost" if self.lines > 1 else ""
+        return f"{self.message}{lost}"
+
     def __str__(self) -> str:
-        lost = f"; lines {self.line}-{self.line + self.lines - 1} ({self.lines} lines) are not read" \
-            if self.lines > 1 else ""
-        return f"{self.file}:{self.line}: {self.message}{lost}"
+        return f"{self.file}:{self.line}: {self.text}"
 
 
 @dataclass
@@ -155,6 +160,11 @@ def train_files(spec) -> list[tuple[Path, int]]:
         else:
             out.append((Path(it).expanduser(), 1))
     return out
+
+
+def files_label(spec) -> str:
+    """How messages name the file(s) of `data.train` (one path, or several joined by commas)."""
+    return ", ".join(str(p) for p, _ in train_files(spec))
 
 
 def _read_one(path: Path, on_error: str) -> ReadResult:

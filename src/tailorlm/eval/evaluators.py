@@ -48,6 +48,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..atomic import append_lines
 from ..errors import ConfigError
 from ..probes.bias_eval import bias_scores, flip_scores
 from ..probes.privacy_eval import canary_scores, extraction_scores, membership_scores
@@ -107,9 +108,10 @@ def generation_scores(model, ctx: EvalContext) -> dict:
         return {}
     scores, samples = generation_eval(model, ctx.data, rows, e.max_new_tokens, ctx.device)
     ctx.samples = [{"step": 0 if ctx.base else ctx.step, **s} for s in samples]
-    if ctx.run_dir is not None:
-        with open(Path(ctx.run_dir) / "samples.jsonl", "a", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(s, ensure_ascii=False) + "\n" for s in ctx.samples)
+    if ctx.run_dir is not None:   # (whole lines or none; a full disk is said once and the run goes on)
+        lines = [json.dumps(s, ensure_ascii=False) + "\n" for s in ctx.samples]
+        append_lines(Path(ctx.run_dir) / "samples.jsonl", lines,
+                     "these generations are not kept there (the console shows some); training goes on")
     return scores
 
 

@@ -24,8 +24,11 @@ class Method(Protocol):
         apply(model, cfg)          -> the model with the method's own parameters (and nothing else)
                                    trainable; on a classification model, the new head too
         save(model, tok, out_dir)  the final artefact: PEFT's format, an HF folder, or ours
-        load(base, art_dir)        -> the tuned model rebuilt from that artefact on a fresh base model,
-                                   its own parameters trainable (a later run may continue them)
+        load(base, art_dir, allow_pickle=False)
+                                   -> the tuned model rebuilt from that artefact on a fresh base model,
+                                   its own parameters trainable (a later run may continue them);
+                                   pickled weights there refused unless allow_pickle (model.allow_pickle),
+                                   and then read with torch.load(weights_only=True)
         merge(model)               -> a plain transformers model, or raises NotMergeable
         disabled(model)            -> a context inside which the model computes the base model's
                                    function (adapters switched off), or None where the method changes
@@ -35,7 +38,7 @@ class Method(Protocol):
 
     def apply(self, model, cfg): ...
     def save(self, model, tokenizer, out_dir: Path) -> None: ...
-    def load(self, base_model, art_dir: Path): ...
+    def load(self, base_model, art_dir: Path, allow_pickle: bool = False): ...
     def merge(self, model): ...
     def disabled(self, model) -> Optional[ContextManager]: ...
 
@@ -101,13 +104,18 @@ def peft_save(model, tokenizer, out_dir: Path) -> None:
     write_card(out_dir, model, task_of(model), "peft")
 
 
-def peft_load(base_model, art_dir: Path):
+def peft_load(base_model, art_dir: Path, allow_pickle: bool = False):
     """The adapter on `base_model`, trainable, as every method's load() returns it (a later run may
-    continue it). PEFT refuses is_trainable for prompt learning, whose prompt encoder is what trains."""
+    continue it). PEFT refuses is_trainable for prompt learning, whose prompt encoder is what trains.
+    PEFT falls back to adapter_model.bin (weights_only=True) without safetensors: refused unless allowed."""
     from peft import PeftConfig, PeftModel
 
+    from ..models.load import check_pickles, refusals
+
+    check_pickles(Path(art_dir), allow_pickle)
     prompt = PeftConfig.from_pretrained(str(art_dir)).is_prompt_learning
-    model = PeftModel.from_pretrained(base_model, str(art_dir), is_trainable=not prompt)
+    with refusals(Path(art_dir), "adapter"):
+        model = PeftModel.from_pretrained(base_model, str(art_dir), is_trainable=not prompt)
     if prompt:
         model.prompt_encoder.requires_grad_(True)
     return model

@@ -125,10 +125,15 @@ def save(model, tokenizer, out_dir: Path) -> None:
     write_card(out_dir, model, task_of(model), "bottleneck")
 
 
-def load(base_model, art_dir: Path):
+def load(base_model, art_dir: Path, allow_pickle: bool = False):
+    """Adapters rebuilt from adapter.safetensors + bottleneck.json; any pickled weights beside them are
+    refused unless allow_pickle (model.allow_pickle), though only the safetensors file is ever read."""
     from safetensors.torch import load_file
 
+    from ..models.load import check_pickles
+
     art_dir = Path(art_dir)
+    check_pickles(art_dir, allow_pickle)
     meta = json.loads((art_dir / CONFIG).read_text())
     if meta["model_type"] != base_model.config.model_type or meta["hidden_size"] != hidden_size(base_model):
         raise ValueError(f"{art_dir}: adapters were trained on a {meta['model_type']} model with hidden size "

@@ -21,13 +21,21 @@ def save(model, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def load(base_model, art_dir: Path):
-    """The folder is a complete model: load its weights (safetensors only) into the base's skeleton."""
+def load(base_model, art_dir: Path, allow_pickle: bool = False):
+    """The folder is a complete model: load its weights into the base's skeleton, from safetensors, or
+    (only with allow_pickle, model.allow_pickle) from pickles through torch.load(weights_only=True)."""
     from safetensors.torch import load_file
 
+    from ..models.load import check_weights, load_pickled, pickled_files
+
+    art_dir = Path(art_dir)
     state = {}
-    for f in sorted(Path(art_dir).glob("*.safetensors")):
-        state.update(load_file(str(f)))
+    if check_weights(art_dir, allow_pickle):   # (pickles only: refused unless allowed)
+        for f in sorted(art_dir.glob("*.safetensors")):
+            state.update(load_file(str(f)))
+    else:
+        for name in pickled_files(art_dir):
+            state.update(load_pickled(art_dir / name))
     missing, unexpected = base_model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(base_model.config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:

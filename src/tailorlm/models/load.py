@@ -3,9 +3,12 @@
 This is the one place tailorlm turns a folder into a model, a tokenizer or a config, so the rules hold
 for every command (train, eval, generate, export, audit, methods):
 
-- Weights load from safetensors only. A folder holding only pickled weights (`*.bin`, `*.pt`) is
-  refused before anything is unpickled, unless the user opts in with `model.allow_pickle`, and even
-  then through `torch.load(weights_only=True)`.
+- Weights load from safetensors only. Every weights file tailorlm reads follows this: a base model
+  folder holding only pickled weights (`*.bin`, `*.pt`), and a run's final/ (an adapter, or a model)
+  holding any, are refused before anything is unpickled, unless the user opts in with
+  `model.allow_pickle`, and even then through `torch.load(weights_only=True)`, whose refusal is one
+  line too. (Checkpoints are tailorlm's own format: safetensors, optimizer.pt under weights_only,
+  DCP's pickles through restricted unpicklers; train/checkpoint*.py.)
 - `trust_remote_code` is passed to transformers as an explicit bool, never None: with None,
   transformers asks on stdin whether to run the folder's code, and `echo y |` would answer it.
 - Every refusal (pickles, remote code, a folder without a tokenizer, an encoder asked to be a
@@ -27,6 +30,7 @@ from .defaults import DEFAULT_MODELS, prepare
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model", "sentencepiece.bpe.model")
+PICKLED = (".bin", ".pt", ".pth", ".ckpt")   # weights files that unpickle
 TRUST_MARK = "tailorlm_trust_remote_code"   # set on loaded models: what later loads of the same folder may do
 
 
@@ -45,20 +49,38 @@ def resolve(path: str) -> Path:
     return p
 
 
+def pickled_files(p: Path) -> list[str]:
+    return sorted(x.name for x in p.iterdir() if x.suffix in PICKLED) if p.is_dir() else []
+
+
 def check_weights(p: Path, allow_pickle: bool) -> bool:
     """True when the folder has safetensors. Pickled weights alone are refused unless allowed."""
     if any(p.glob("*.safetensors")):
         return True
-    pickled = sorted(x.name for x in p.iterdir() if x.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-    if not pickled:
+    if not pickled_files(p):
         raise ModelError(f"{p}: no weight files (*.safetensors). Fix: save the model into this folder "
                          "(model.save_pretrained(folder) writes safetensors)")
-    if not allow_pickle:
+    check_pickles(p, allow_pickle)
+    return False
+
+
+def check_pickles(p: Path, allow_pickle: bool) -> None:
+    """Refuse a folder holding pickled weights unless model.allow_pickle: a base model holding only
+    those (check_weights), or a run's final/ holding any (tailorlm writes safetensors there, and a
+    loader may prefer the pickle: PEFT reads adapter_model.bin when adapter_model.safetensors is gone)."""
+    pickled = pickled_files(p)
+    if pickled and not allow_pickle:
         raise ModelError(
             f"{p}: weights are pickled ({', '.join(pickled[:3])}); unpickling can run arbitrary code, "
             "so tailorlm refuses it. Fix: convert them to safetensors, or set model.allow_pickle: true "
             "to load them with torch.load(weights_only=True)")
-    return False
+
+
+def load_pickled(f: Path) -> dict:
+    """Pickled weights the user allowed (model.allow_pickle): torch.load(weights_only=True), whose
+    refusal is a one-line ModelError."""
+    with refusals(f.parent, "weights"):
+        return torch.load(f, weights_only=True, map_location="cpu")
 
 
 def check_task(p: Path, task: str) -> None:
@@ -84,7 +106,8 @@ def refusals(p: Path, what: str):
     try:
         yield
     except pickle.UnpicklingError:
-        raise ModelError(f"{p}: the pickled weights hold code or objects that torch.load(weights_only=True) "
+        names = f" ({', '.join(pickled_files(p)[:3])})" if pickled_files(p) else ""
+        raise ModelError(f"{p}: the pickled weights{names} hold code or objects that torch.load(weights_only=True) "
                          "refuses to unpickle (nothing in them was run). Fix: convert the weights to safetensors "
                          "where you trust the file") from None
     except ValueError as e:

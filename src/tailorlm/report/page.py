@@ -12,7 +12,7 @@ import time
 from html import escape
 from pathlib import Path
 
-from ..atomic import write_text
+from ..atomic import naming, write_text
 from .charts import eval_charts, training_charts
 from .collect import load_run
 from .style import STYLE
@@ -111,6 +111,7 @@ def write_report(run_dirs: list, out: str | Path | None = None) -> Path:
     """Draw the runs into one page: `out`, or RUN/report.html for one run, ./report.html for several."""
     runs = [load_run(d) for d in run_dirs]
     path = Path(out) if out else (Path(run_dirs[0]) / "report.html" if len(run_dirs) == 1 else Path("report.html"))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with naming(path):   # (a full disk: one line naming the page, as write_text says it)
+        path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, render(runs))
     return path

@@ -1,4 +1,4 @@
-"""Atomic, verifiable training checkpoints.
+"""Atomic, verifiable training checkpoints, used only when every file loads.
 
 A checkpoint is written into a temporary folder beside its final place, every file fsynced, a
 manifest of SHA-256 hashes written last, then the folder is renamed into place. A reader trusts a
@@ -10,38 +10,80 @@ checkpoint only if its manifest verifies, so a kill mid-save leaves nothing that
         state.json              step, scheduler, RNG states, data position, metrics so far
         manifest.json           {file: sha256}, written last
 
-A run of several processes (train.parallel) writes the parameters and optimiser state with
-torch.distributed.checkpoint instead: each rank writes its own shards into `dcp/`, rank 0 adds
-state.json and, after every rank is done, the manifest. State is keyed by parameter name
-(get_state_dict / set_state_dict), not by shard, so such a checkpoint loads into any number of
-processes, one included (DCP loads without a process group), and a single-process checkpoint
-loads into a parallel run. `load` reads either format.
-
-    checkpoints/step-000050/
-        dcp/.metadata, dcp/__0_0.distcp, dcp/__1_0.distcp, ...   {"model": ..., "optim": ...}
-        state.json
-        manifest.json
+Hashes prove a file is what was written, not that it loads, so a checkpoint is usable only when
+every file loads into this run: `unreadable` test-reads each one before any model exists, and `read`
+(checkpoint_read.py) checks every tensor against the run's model and optimiser before `apply()`
+assigns anything. A run of several processes (train.parallel) writes `dcp/` shards instead
+(checkpoint_dcp.py); `read` and `load` read either format.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..atomic import replace_dir, temp_dir_beside
+from . import checkpoint_dcp
+from .checkpoint_dcp import trainable_state  # noqa: F401  (part of this module's interface)
 
 MANIFEST = "manifest.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# torch's advice to load an untrusted file anyway (or to allowlist what it refused): never repeated
+_UNSAFE = re.compile(r"weights_only\W{0,3}(=|set to)\W{0,3}False|can still be loaded|re-running|safe_globals|allowlist",
+                     re.IGNORECASE)
+# what torch.save says when a write comes up short: on a full disk, its only words for it (no errno)
+_SHORT_WRITE = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+
+
+class Unloadable(ValueError):
+    """A checkpoint whose files verify but do not load into this run; the message names the file and why."""
 
 
 def describe(e: BaseException) -> str:
-    """An exception in one line (torch's messages run over several), for the one line a user sees."""
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+    """An exception in one line (torch's messages run over several), for the one line a user sees.
+    torch's refusal of a pickle keeps only what it refused, never its advice to load it unsafely."""
+    text = _ANSI.sub("", str(e))
+    if "WeightsUnpickler error:" in text:
+        text = "torch.load(weights_only=True) refused it: " + text.split("WeightsUnpickler error:", 1)[1].strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    kept = " ".join(s for s in re.split(r"(?<=[.!?])\s+", first) if not _UNSAFE.search(s))
+    return f"{type(e).__name__}: {(kept or 'refused by torch.load(weights_only=True)')[:300]}"
+
+
+def failure(ckpt_dir: Path, e: BaseException, writing: str) -> OSError:
+    """The one OSError a failed save raises, naming the checkpoint. A full disk is said to be one
+    whichever way it surfaced: ENOSPC, or torch.save's "unexpected pos" / "file write failed"."""
+    chain, c = [], e
+    while c is not None and len(chain) < 5:
+        chain.append(c)
+        c = c.__cause__ or c.__context__
+    text = " ".join(str(x) for x in chain)
+    full = (any(getattr(x, "errno", None) in (errno.ENOSPC, errno.EDQUOT) for x in chain)
+            or "No space left" in text or any(s in text for s in _SHORT_WRITE))
+    if not full:
+        return _oserror(getattr(e, "errno", None) or errno.EIO, f"checkpoint {ckpt_dir.name}: {describe(e)}")
+    try:
+        free = shutil.disk_usage(ckpt_dir.parent).free / 2**20
+        free = f", {free:,.0f} MiB free there now"
+    except OSError:
+        free = ""
+    return _oserror(errno.ENOSPC, f"checkpoint {ckpt_dir.name} not written: the disk is full ({writing} could not be "
+                                  f"written in {ckpt_dir.parent}{free}; {describe(e)})")
+
+
+def _oserror(code: int, message: str) -> OSError:
+    """An OSError carrying `code` whose text is `message` alone (no "[Errno 28]" before it)."""
+    e = OSError(message)
+    e.errno = code
+    return e
 
 
 def _sha256(p: Path) -> str:
@@ -71,25 +113,29 @@ def _seal(tmp: Path, files: list[str], ckpt_dir: Path, unsynced: list[str]) -> N
 
 def save(ckpt_dir: Path, *, params: dict[str, torch.Tensor], optimizer, state: dict, model=None,
          dist=None) -> Path:
-    """Write a checkpoint atomically; returns its final path. Raises OSError (leaving older ones intact)
-    on failure, whatever failed: torch.save reports a full disk as a RuntimeError, safetensors as its
-    own error, and the caller must see one kind to keep the run going.
+    """Write a checkpoint atomically; returns its final path. Raises one OSError naming the checkpoint
+    (leaving older ones intact) whatever failed: torch.save reports a full disk as a RuntimeError,
+    safetensors as its own error, and the caller must see one kind to keep the run going.
     With `dist` of several ranks, every rank calls this, and the model's shards go through DCP."""
     if dist is not None and dist.parallel:
-        return _save_sharded(ckpt_dir, model=model, optimizer=optimizer, state=state, dist=dist)
+        return checkpoint_dcp.save_sharded(ckpt_dir, model=model, optimizer=optimizer, state=state, dist=dist)
     tmp = temp_dir_beside(ckpt_dir)
+    writing = "trainable.safetensors"
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / "trainable.safetensors"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in params.items()}, str(tmp / writing))
         files = ["trainable.safetensors", "state.json"]
         if optimizer is not None:
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            files.append("optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state))
+            writing = "optimizer.pt"
+            torch.save(optimizer.state_dict(), tmp / writing)
+            files.append(writing)
+        writing = "state.json"
+        (tmp / writing).write_text(json.dumps(state))
+        writing = MANIFEST
         _seal(tmp, files, ckpt_dir, unsynced=files)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, Exception) and not isinstance(e, OSError):
-            raise OSError(f"checkpoint {ckpt_dir.name}: {describe(e)}") from e
+        if isinstance(e, Exception):
+            raise failure(ckpt_dir, e, writing) from e
         raise
     return ckpt_dir
 
@@ -115,16 +161,47 @@ def verify(ckpt_dir: Path) -> str | None:
 
 
 def unreadable(ckpt_dir: Path) -> str | None:
-    """Why a checkpoint whose hashes verify still cannot be loaded (None: it can). optimizer.pt is
-    unpickled as `load` does it (weights_only), memory-mapped so no tensor data is read: a payload
-    written together with a matching manifest is refused here, before a run commits to it."""
+    """Why a checkpoint whose hashes verify still cannot be read (None: it can), before any model
+    exists: state.json parsed (and its step the folder's), the parameters' safetensors header,
+    optimizer.pt unpickled as `read` does it (weights_only, memory-mapped: no tensor data read), DCP's
+    metadata through its restricted unpickler. A payload written together with a matching manifest is
+    refused here, before a run commits to it; whether the tensors fit the run, `read` checks."""
+    why = _state_problem(ckpt_dir)
+    if why is not None:
+        return why
+    if (ckpt_dir / "dcp").is_dir():
+        return checkpoint_dcp.unreadable(ckpt_dir / "dcp")
+    f = ckpt_dir / "trainable.safetensors"
+    try:
+        with safe_open(str(f), framework="pt") as fh:
+            fh.keys()
+    except (MemoryError, PermissionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a pickle renamed, a truncated header: not a checkpoint of ours
+        return f"trainable.safetensors cannot be read ({describe(e)})"
     f = ckpt_dir / "optimizer.pt"
     if not f.is_file():
         return None
     try:
         torch.load(f, weights_only=True, map_location="cpu", mmap=True)
+    except (MemoryError, PermissionError):
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to read it makes the checkpoint unusable
         return f"optimizer.pt cannot be loaded safely ({describe(e)})"
+    return None
+
+
+def _state_problem(ckpt_dir: Path) -> str | None:
+    try:
+        st = json.loads((ckpt_dir / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"state.json cannot be read ({describe(e)})"
+    step = st.get("step") if isinstance(st, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool):
+        return "state.json holds no step"
+    named = ckpt_dir.name.removeprefix("step-")
+    if ckpt_dir.name.startswith("step-") and named.isdigit() and int(named) != step:
+        return f"state.json holds step {step}, not {int(named)}"
     return None
 
 
@@ -156,28 +233,6 @@ def discard(ckpt_root: Path, keep: Path) -> list[str]:
     return notes
 
 
-def load(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> dict:
-    """Parameters (and optimiser state) into `model`, whichever format the checkpoint has and however
-    many processes wrote it; returns state.json."""
-    if (ckpt_dir / "dcp").is_dir():
-        _load_sharded(ckpt_dir / "dcp", model, optimizer)
-        return json.loads((ckpt_dir / "state.json").read_text())
-    if dist is not None and dist.parallel:
-        _load_single_into_parallel(ckpt_dir, model, optimizer)
-        return json.loads((ckpt_dir / "state.json").read_text())
-    params = load_file(str(ckpt_dir / "trainable.safetensors"))
-    own = dict(model.named_parameters())
-    unknown = set(params) - set(own)
-    if unknown:
-        raise ValueError(f"{ckpt_dir}: checkpoint has parameters this model lacks: {sorted(unknown)[:3]}")
-    with torch.no_grad():
-        for k, v in params.items():
-            own[k].copy_(v)
-    if optimizer is not None:
-        optimizer.load_state_dict(torch.load(ckpt_dir / "optimizer.pt", weights_only=True, map_location="cpu"))
-    return json.loads((ckpt_dir / "state.json").read_text())
-
-
 def rotate(ckpt_root: Path, keep_last: int) -> None:
     """Delete all but the newest keep_last verified checkpoints, and any older one that does not
     verify (a rotation cut short); never the newest verified one."""
@@ -188,91 +243,5 @@ def rotate(ckpt_root: Path, keep_last: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- several processes: DCP
-
-def trainable_state(model, **options) -> dict:
-    """The model's trainable parameters by name, through DCP's get_model_state_dict (sharded DTensors
-    under FSDP; `full_state_dict=True, cpu_offload=True` gathers them to rank 0). A frozen weight tied
-    to another (a tied LM head) slips through ignore_frozen_params, so names are checked here."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    own = {n for n, p in model.named_parameters() if p.requires_grad}
-    sd = get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True, **options))
-    return {k: v for k, v in sd.items() if k in own}
-
-
-def _state(model, optimizer) -> dict:
-    """{"model": trainable parameters by name[, "optim": optimiser state by parameter name]}: sharded
-    (DTensor) under FSDP, plain tensors otherwise."""
-    if optimizer is None:
-        return {"model": trainable_state(model)}
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return {"model": trainable_state(model),
-            "optim": get_optimizer_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))}
-
-
-def _save_sharded(ckpt_dir: Path, *, model, optimizer, state: dict, dist) -> Path:
-    import torch.distributed.checkpoint as dcp
-
-    def make_tmp():
-        t = temp_dir_beside(ckpt_dir)
-        (t / "dcp").mkdir()
-        return str(t)
-
-    tmp = Path(dist.on_main(make_tmp))
-    err = None
-    try:
-        dcp.save(_state(model, optimizer), checkpoint_id=str(tmp / "dcp"))   # collective; files fsynced by DCP
-    except Exception as e:  # noqa: BLE001 - DCP raises the same failure on every rank
-        err = e
-    if dist.main and err is None:
-        try:
-            (tmp / "state.json").write_text(json.dumps(state))
-            files = ["state.json"] + sorted(f"dcp/{p.name}" for p in (tmp / "dcp").iterdir())
-            _seal(tmp, files, ckpt_dir, unsynced=["state.json"])   # (DCP fsyncs its own files)
-        except Exception as e:  # noqa: BLE001
-            err = e
-    # every rank leaves together, and with the same outcome: rank 0's
-    why = dist.broadcast(None if err is None else f"{type(err).__name__}: {err}")
-    if why is not None:
-        if dist.main:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(f"checkpoint {ckpt_dir.name}: {why}")
-    return ckpt_dir
-
-
-def _load_sharded(dcp_dir: Path, model, optimizer) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    sd = _state(model, optimizer)
-    alone = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    with warnings.catch_warnings():   # DCP warns that one process without a group loads alone: it should
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(sd, checkpoint_id=str(dcp_dir), no_dist=alone)   # reshards to this run's processes, one included
-    opts = StateDictOptions(ignore_frozen_params=True, strict=False)   # (sd holds every trainable name)
-    if optimizer is None:
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-        set_model_state_dict(model, sd["model"], options=opts)
-    else:
-        set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"], options=opts)
-
-
-def _load_single_into_parallel(ckpt_dir: Path, model, optimizer) -> None:
-    """A single-process checkpoint (full tensors; optimiser state keyed by position) into a parallel
-    run: keyed by name, then distributed to this rank's shards by set_state_dict."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
-
-    msd = load_file(str(ckpt_dir / "trainable.safetensors"))
-    opts = StateDictOptions(full_state_dict=True, strict=False)
-    if optimizer is None:
-        set_model_state_dict(model, msd, options=opts)
-        return
-    osd = torch.load(ckpt_dir / "optimizer.pt", weights_only=True, map_location="cpu")
-    name = {id(p): n for n, p in model.named_parameters()}
-    names = [name[id(p)] for g in optimizer.param_groups for p in g["params"]]   # the positions optimizer.pt uses
-    osd = {"state": {names[i]: v for i, v in osd["state"].items()},
-           "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in osd["param_groups"]]}
-    set_state_dict(model, optimizer, model_state_dict=msd, optim_state_dict=osd, options=opts)
+# reading a checkpoint into a run, all or nothing (checkpoint_read.py): part of this module's interface
+from .checkpoint_read import Loaded, load, read  # noqa: E402, F401

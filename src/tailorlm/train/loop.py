@@ -25,7 +25,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, *, model=None,
     """Tune as `cfg` says; returns the summary (also in RUN/summary.json). `model`: what to start from
     (see setup_run); `callbacks`: objects with any of the Callback methods, run on every rank.
     Progress of the long evaluations shows on rank 0 unless `quiet` (tailorlm/progress.py)."""
-    with quiet_progress(quiet or os.environ.get("RANK", "0") != "0"):
+    with quiet_progress(quiet or os.environ.get("RANK", "0") != "0"), rundir.one_writer(cfg.output.dir):
         return _train(cfg, resume, quiet, model=model, callbacks=callbacks)
 
 

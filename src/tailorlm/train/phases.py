@@ -1,4 +1,8 @@
-"""The loop's phases after a step: evaluate and select, checkpoint, stop on a signal, finish."""
+"""The loop's phases after a step: evaluate and select, checkpoint, stop on a signal, finish.
+
+On a full disk the run goes on where the lost write was not essential (a checkpoint, a log line, a
+probe file: each said, the last verified checkpoint kept) and stops cleanly where it was (final/,
+summary.json): exit 2, one line saying what is kept, and `--resume` finishes once there is space."""
 from __future__ import annotations
 
 import json
@@ -8,18 +12,20 @@ import signal
 import time
 from pathlib import Path
 
-from ..atomic import replace_dir, temp_dir_beside, write_text
+from ..atomic import DiskFull, replace_dir, temp_dir_beside, why_full, write_text
 from ..build import start_model, with_method
 from ..errors import TailorError
 from ..eval.evaluators import evaluate
 from ..eval.metrics import deltas, format_scores
+from ..probes.store import spare_probes
 from ..progress import phase
 from . import checkpoint
 from .signals import Interrupted
 
 
 class FinalNotWritten(TailorError, OSError):
-    """final/ could not be written (a full disk, permissions); nothing half-written was left."""
+    """final/ or summary.json could not be written (a full disk, permissions); nothing half-written was
+    left, and the last verified checkpoint is there to finish from."""
 
 
 def due(step: int, every: int, last: int) -> bool:
@@ -30,7 +36,7 @@ def evaluate_and_select(run) -> None:
     """Every chosen evaluator (every rank runs the same forwards: FSDP needs it), rank 0's numbers
     decide; the guard picks the best checkpoint and says when to stop early."""
     tc = run.cfg.train
-    with phase(f"evaluation at step {run.step}"):
+    with phase(f"evaluation at step {run.step}"), spare_probes():
         scores = run.dist.broadcast(evaluate(run.model, run.eval_ctx))
     recent = [h["loss"] for h in run.history[-tc.eval_every:] if math.isfinite(h["loss"])]
     verdict = run.guard.update(run.step, scores, sum(recent) / len(recent) if recent else None)
@@ -73,7 +79,9 @@ def interrupt(run, signum: int | None) -> None:
     run.callbacks.on_train_end(run)
     name = signal.Signals(signum or signal.SIGTERM).name   # (no signum here: another rank's signal)
     run.log({"interrupted": name})
-    raise Interrupted(signum or signal.SIGTERM, f"stopped by {name} after step {run.step}; checkpoint saved. "
+    kept = ("checkpoint saved" if run.last_saved == run.step else "its checkpoint could not be saved (see above), so "
+            f"a resume goes on from the last one (step {run.last_saved}); free space first")
+    raise Interrupted(signum or signal.SIGTERM, f"stopped by {name} after step {run.step}; {kept}. "
                       f"Resume with: tailorlm train --resume {run.run_dir}")
 
 
@@ -85,7 +93,7 @@ def finish(run) -> dict:
     _write_final(run)
     scores = run.scores
     if scores is None or scores.get("step") != run.step:
-        with phase("final evaluation"):
+        with phase("final evaluation"), spare_probes():
             scores = evaluate(run.model, run.eval_ctx)
     scores = {k: v for k, v in scores.items() if k != "step"}
     summary = {"method": cfg.method.name, "steps": run.step, "trainable_params": run.n_trainable,
@@ -98,7 +106,7 @@ def finish(run) -> dict:
                "best_step": g.best_step, "stopped_early": run.stopped, "data": run.data.report, "device": run.device,
                "processes": dist.world, "parallel": dist.mode}
     if dist.main:
-        write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
+        _write_summary(run, summary)
     run.say(f"[tailorlm] done: {format_scores(scores, run.base_scores)}; {summary['tokens_per_s']} tokens/s "
             f"(the examples' own tokens, padding not counted); run in {run.run_dir}")
     run.callbacks.on_end(run, summary)
@@ -133,26 +141,57 @@ def _unusable_best(best: Path, step: int) -> str | None:
     return why
 
 
+def _write_summary(run, summary: dict) -> None:
+    """summary.json (rank 0), the run's last word: a disk that cannot take it stops the run with
+    final/ written and the last checkpoint kept, and `--resume` writes both again."""
+    path = run.run_dir / "summary.json"
+    try:
+        write_text(path, json.dumps(summary, indent=1))
+    except OSError as e:
+        last, _ = checkpoint.latest(run.run_dir / "checkpoints")
+        raise _unfinished(run, path, e, "final/ is written, ", last) from None
+
+
 def _write_final(run) -> None:
     """final/ through the method's own save (parallel: gathered to rank 0 into a plain model, so it is
     what one process would have written), into a hidden folder beside it, renamed into place: a
     failure (a full disk) leaves no half-written final/, and says what is intact and how to finish."""
     dist, final, cfg = run.dist, run.run_dir / "final", run.cfg
-    tmp = Path(dist.on_main(lambda: str(temp_dir_beside(final))))
-    err = None
+    tmp, err = dist.on_main(_temp_beside, final)   # (a full disk can refuse even the empty folder)
+    tmp = None if tmp is None else Path(tmp)
     try:
-        dist.save_final(run.method, run.model, run.tok, tmp,
-                        rebuild=lambda: with_method(start_model(cfg, tokenizer=run.tok)[0], cfg))
-        if dist.main:
-            replace_dir(tmp, final)
+        if err is None:
+            dist.save_final(run.method, run.model, run.tok, tmp,
+                            rebuild=lambda: with_method(start_model(cfg, tokenizer=run.tok)[0], cfg))
+            if dist.main:
+                replace_dir(tmp, final)
     except Exception as e:  # noqa: BLE001 - OSError, torch's RuntimeError, safetensors' own: all a failed write
-        err = checkpoint.describe(e)
-    err = dist.broadcast(err)   # rank 0 wrote it: its outcome is every rank's
+        err = e
+    err = dist.broadcast(None if err is None else (why_full(err), checkpoint.describe(err)))   # rank 0's is everyone's
     if err is None:
         return
-    if dist.main:
+    if dist.main and tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
     last, _ = dist.on_main(checkpoint.latest, run.run_dir / "checkpoints")
-    raise FinalNotWritten(f"could not write {final} ({err}); nothing half-written was left, and the last verified "
-                          f"checkpoint ({last.name if last else 'none'}) is intact. Fix: free space (or fix "
-                          f"permissions), then finish with: tailorlm train --resume {run.run_dir}")
+    raise _unfinished(run, final, err, "", last)
+
+
+def _temp_beside(final: Path) -> tuple:
+    try:
+        return str(temp_dir_beside(final)), None
+    except OSError as e:
+        return None, e
+
+
+def _unfinished(run, path: Path, err, kept: str, last) -> FinalNotWritten:
+    """The one line of a run stopped at its end: what could not be written and why, what is kept, how to
+    finish. `err`: the exception, or (why_full, described) as the ranks share it."""
+    if isinstance(err, DiskFull):
+        why, reason = True, f": {err.why}"
+    else:
+        why, said = err if isinstance(err, tuple) else (why_full(err), checkpoint.describe(err))
+        reason = f": {why} ({said})" if why else f" ({said})"
+    return FinalNotWritten(f"could not write {path}{reason}; nothing half-written was left, {kept}and the last "
+                           f"verified checkpoint ({last.name if last else 'none'}) is intact. Fix: free space"
+                           f"{'' if why else ' (or fix permissions)'}, then finish with: tailorlm train --resume "
+                           f"{run.run_dir}")

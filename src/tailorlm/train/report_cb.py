@@ -2,14 +2,15 @@
 
 The page (tailorlm.report) is written after summary.json (on_end) and, when a signal stops the run,
 right after the interruption is logged, so a run stopped with Ctrl-C has its page too. Drawing the
-page must never cost the run: any failure is a warning and training's result stands.
+page must never cost the run: any failure is a warning and training's result stands (a full disk:
+one line naming the file, which keeps its previous version or is not there at all).
 `tailorlm report RUN` draws the same page at any time, from a run still going or one killed.
 """
 from __future__ import annotations
 
 import json
 
-from ..atomic import write_text
+from ..atomic import DiskFull, write_text
 from ..report.collect import env_info
 from ..report.page import write_report
 from .callbacks import Callback
@@ -35,5 +36,6 @@ class ReportWriter(Callback):
         try:
             fn()
         except Exception as e:  # noqa: BLE001  (a report that cannot be drawn never fails the run)
-            run.say(f"[tailorlm] warning: could not write {what} ({type(e).__name__}: {e}); the run is "
-                    f"unaffected; `tailorlm report {run.run_dir}` draws it later", always=True)
+            why = e.brief if isinstance(e, DiskFull) else f"could not write {what} ({type(e).__name__}: {e})"
+            run.say(f"[tailorlm] warning: {why}; the run is unaffected; `tailorlm report {run.run_dir}` draws it "
+                    "later", always=True)

@@ -10,6 +10,11 @@ until the first step starts and `training` from then on, and deletes only what i
   signal), so the same command starts again in it; one in `training` holds a run, which only
   `--resume` continues and only output.overwrite=true replaces.
 
+One process writes a run folder at a time: preparing it takes the folder's lock (runlock.py,
+`.tailorlm-lock`) before anything there is written or deleted, and the run holds it until it ends, so
+a second start or a `--resume` of a run still going is refused, naming the holder; the lock file is
+tailorlm's own, never emptied away and never foreign.
+
 Every check runs before anything is deleted, and the marker is deleted last, so a folder emptied
 halfway (a kill) is still recognised the next time. A resume with nothing usable to resume from
 (killed before the first checkpoint, every checkpoint corrupt) says so and starts a clean run in
@@ -25,12 +30,14 @@ from pathlib import Path
 from ..atomic import holds_cwd, is_debris_of, write_text
 from ..config import Config, to_yaml
 from ..errors import RunExistsError
+from ..runlock import LOCK, released_after, take
 from . import checkpoint
 
 MARKER = ".tailorlm-run"
 # everything tailorlm writes at the top of a run directory (and, hidden, their temporaries)
 OWN = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "summary.json", "base_eval.json",
-       "audit.json", "env.json", "report.html", "canaries.json", "probes", MARKER)
+       "audit.json", "env.json", "report.html", "explain.html", "canaries.json", "probes", MARKER, LOCK)
+BUSY = ", or another output.dir"   # the fix a refused second writer is offered beside waiting
 
 
 @dataclass
@@ -59,30 +66,57 @@ def mark(run: Path, new_state: str) -> None:
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> Start:
-    """Validate output.dir, then (only then) clear what a fresh start replaces; write config.yaml."""
+    """Validate output.dir, take its lock, then (only then) clear what a fresh start replaces; write
+    config.yaml. The lock stays held after this returns: `one_writer` (around the run) releases it."""
     run = Path(cfg.output.dir)
     if run.exists() and not run.is_dir():
         raise RunExistsError(f"output.dir {run} is a file, not a folder; nothing was changed. "
                              "Fix: output.dir=<a new or empty folder>")
-    start = _resume_point(run) if resume else Start(run)
-    if start.resume_from is None:
-        if not resume:
-            _claim(run, cfg.output.overwrite)
-        run.mkdir(parents=True, exist_ok=True)
-        mark(run, "setup")
-    write_text(run / "config.yaml", to_yaml(cfg))
+    if not resume:
+        _refuse_foreign(run)   # before the lock file is made there: a folder not tailorlm's is not written
+    lock, new, note = take(run, fix="" if resume else BUSY)
+    try:
+        start = _resume_point(run) if resume else Start(run)
+        if start.resume_from is None:
+            if not resume:
+                _claim(run, cfg.output.overwrite)
+            run.mkdir(parents=True, exist_ok=True)
+            mark(run, "setup")
+        write_text(run / "config.yaml", to_yaml(cfg))
+    except BaseException:
+        if new:
+            lock.release()
+        raise
+    if note:
+        start.notes.insert(0, note)
     return start
+
+
+def one_writer(run: str | Path):
+    """Around a run's whole life (train): the lock prepare_run_dir takes is released when the block
+    ends, however it ends; a process killed outright loses it with its life (flock)."""
+    return released_after(Path(run))
+
+
+def _entries(run: Path) -> list[Path]:
+    """What the folder holds, its lock file aside (which only says who is writing it)."""
+    return [p for p in run.iterdir() if p.name != LOCK] if run.is_dir() else []
+
+
+def _refuse_foreign(run: Path) -> None:
+    """A folder holding anything, without the marker, is not tailorlm's: nothing is written there."""
+    if _entries(run) and state(run) is None:
+        raise RunExistsError(f"{run} is not empty and is not a tailorlm run (no {MARKER}); nothing was deleted. "
+                             "Fix: output.dir=<a new or empty folder>")
 
 
 def _claim(run: Path, overwrite: bool) -> None:
     """A fresh run may start in `run`: new, empty, a failed start, or (overwrite) a run of tailorlm's.
     Raises, having deleted nothing, for anything else."""
-    if not run.is_dir() or not any(run.iterdir()):
+    if not _entries(run):
         return
+    _refuse_foreign(run)
     st = state(run)
-    if st is None:
-        raise RunExistsError(f"{run} is not empty and is not a tailorlm run (no {MARKER}); nothing was deleted. "
-                             "Fix: output.dir=<a new or empty folder>")
     foreign = sorted(p.name for p in run.iterdir() if not is_own(p.name))
     if foreign:
         raise RunExistsError(f"{run} holds files tailorlm did not write ({', '.join(foreign[:3])}); nothing was "
@@ -98,8 +132,8 @@ def _claim(run: Path, overwrite: bool) -> None:
 
 
 def _empty(run: Path, keep: tuple[str, ...] = ()) -> None:
-    """Delete tailorlm's own entries in `run` and nothing else; the marker last."""
-    for p in sorted(run.iterdir(), key=lambda p: p.name == MARKER):
+    """Delete tailorlm's own entries in `run` and nothing else; the marker last, the lock never."""
+    for p in sorted(_entries(run), key=lambda p: p.name == MARKER):
         if is_own(p.name) and p.name not in keep:
             _remove(p)
 
@@ -110,7 +144,7 @@ def _resume_point(run: Path) -> Start:
     notes = []
     if run.is_dir():
         for p in run.iterdir():
-            if p.name.startswith(".") and p.name != MARKER and is_own(p.name):
+            if p.name.startswith(".") and p.name not in (MARKER, LOCK) and is_own(p.name):
                 _remove(p)
                 notes.append(f"removed {p.name}: left by an interrupted write")
     last, found = checkpoint.latest(run / "checkpoints")

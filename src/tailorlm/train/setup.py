@@ -2,13 +2,17 @@
 
 Data first (bad data fails before the model loads), then the model the run starts from, the base
 model's scores at step 0 (every evaluator, the retention probe included), the method, the
-optimiser, and, with `resume`, the last verified checkpoint (train/rundir.py decides what there is
-to resume, and what a fresh start may replace, before anything is read or deleted).
+optimiser, and, with `resume`, the newest checkpoint that loads whole into the run (train/rundir.py
+decides what there is to resume, and what a fresh start may replace, before anything is read or
+deleted; train/resume.py falls back to older checkpoints, and to a clean start in place, when one
+that verified does not fit the run).
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_text
@@ -16,6 +20,7 @@ from ..build import build, resolve_paths, run_dir_of, with_method
 from ..config import Config, to_yaml
 from ..data.batching import Order
 from ..device import pick_device, resolve_precision
+from ..errors import TailorError
 from ..eval.evaluators import EvalContext, evaluate, resolve
 from ..eval.metrics import format_scores
 from ..forward import batcher
@@ -25,6 +30,7 @@ from ..progress import phase
 from ..retention.session import Retention
 from ..seed import seed_everything
 from . import checkpoint
+from . import resume as resuming
 from .callbacks import Callbacks, Console, MetricsLogger, load_callbacks
 from .distributed import Dist
 from .levers import apply_levers, loss_function, step_scope
@@ -52,17 +58,52 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     rank_batch = dist.per_rank(tc.batch_size)   # train.batch_size is global; this rank's share (fails fast)
     resolve(cfg.eval.metrics)                   # an unknown evaluator fails before anything loads
     plan_check(cfg, dist.world, lambda text, always=False: quiet or print(text, flush=True))   # before any weight
+    written = dist.on_main(resuming.config_written, cfg) if resume else None   # before prepare_run_dir rewrites it
     start = dist.on_main(prepare_run_dir, cfg, resume)   # rank 0 prepares the folder; every rank learns how
-    run_dir, resume = start.run_dir, start.resume_from is not None   # (nothing usable: a clean start)
-    log = MetricsLog(run_dir / "metrics.jsonl") if dist.main else None   # only rank 0 logs and writes files
+    log = MetricsLog(start.run_dir / "metrics.jsonl") if dist.main else None   # only rank 0 logs and writes files
     own = [MetricsLogger(log), Console(quiet), ReportWriter()] if dist.main else []
     own += [Trackers(tc.report_to)] if dist.main and tc.report_to else []   # train.report_to, rank 0 only
     cbs = Callbacks(own + load_callbacks(tc.callbacks) + list(callbacks))
-    say = lambda text, always=False: cbs.on_message(None, text, None, always)  # noqa: E731
-    for note in start.notes:
-        say(f"[tailorlm] {note}", always=True)
     if tc.precision == "auto":  # resolved once and saved, so eval and resume use what training used
         tc.precision = resolve_precision(tc.precision, device)
+    at = _Setup(cfg, dist, device, rank_batch, log, cbs, t_start, written)
+    run = _assemble(at, start, model)
+    if run is None:   # no checkpoint loads into this run (each removed, saying why): start again, clean, in place
+        if model is not None:
+            raise TailorError(f"nothing in {start.run_dir} loads into this run (each unusable checkpoint was "
+                              "removed) and the model handed to train() already carries the method. Fix: run "
+                              "again: with no checkpoint left it starts clean in place")
+        gc.collect()
+        run = _assemble(at, dist.on_main(resuming.clean_start, cfg, start.run_dir), None)
+    _start_budget(run)
+    if run.base_scores is None and (start.run_dir / "base_eval.json").is_file():
+        run.base_scores = json.loads((start.run_dir / "base_eval.json").read_text())
+    return run
+
+
+@dataclass
+class _Setup:
+    """What setup_run settles before the run is assembled (once, or twice when a resume starts clean)."""
+    cfg: Config
+    dist: Dist
+    device: str
+    rank_batch: int
+    log: MetricsLog | None
+    cbs: Callbacks
+    t_start: float
+    written: str | None   # config.yaml as the checkpoints were written with it (a resume)
+
+    def say(self, text: str, always: bool = False) -> None:
+        self.cbs.on_message(None, text, None, always)
+
+
+def _assemble(at: _Setup, start, model) -> RunState | None:
+    """Data, model, method, optimiser and the run state; on a resume, the newest checkpoint that loads.
+    None when resuming found no checkpoint that does (each was removed)."""
+    cfg, tc, dist, device, say = at.cfg, at.cfg.train, at.dist, at.device, at.say
+    run_dir, resume = start.run_dir, start.resume_from is not None   # (nothing usable: a clean start)
+    for note in start.notes:
+        say(f"[tailorlm] {note}", always=True)
     seed_everything(tc.seed)
     if cfg.data.audit and not resume and dist.main:
         audit_data(cfg, run_dir, say)
@@ -72,10 +113,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         say(f"[tailorlm] privacy: {len(canaries.inserted)} canaries x {canaries.levels()} copies added to the "
             f"training examples ({data.report['canaries']['rows']} rows; RUN/canaries.json)")
     _write(dist, run_dir / "config.yaml", to_yaml(cfg))   # with what build() pinned (a classifier's labels)
-    rep = data.report["train"]
-    say(f"[tailorlm] data: {data.fmt}, {len(data.train)} train / {len(data.val)} val examples; "
-        f"truncated {rep['truncated']} ({rep['truncated_tokens']} tokens cut), dropped {rep['dropped_too_long']} "
-        f"too long + {rep['dropped_no_target']} without targets, skipped {data.report['skipped_lines']} bad lines")
+    say(f"[tailorlm] {data.describe()}")   # every split's skipped lines, rejected rows, truncation (data/counts.py)
     model.to(device)
     retention = _retention(cfg, model, tok, device, say)
     ctx = EvalContext(cfg, data, device, probe=retention, run_dir=run_dir if dist.main else None)
@@ -97,19 +135,16 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model, tok=tok, data=data, method=method,
         params=params, opt=opt, sched=build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule,
                                                       min_ratio=tc.min_lr_ratio),
-        order=Order(len(data.train), rank_batch, tc.seed, groups=data.groups),
+        order=Order(len(data.train), at.rank_batch, tc.seed, groups=data.groups),
         make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
                            row_tokens=cfg.data.max_length),
         loss_fn=loss_function(cfg.model.task, tc.loss_chunk, model, say),
         guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
                     cfg.retention.patience),
-        eval_ctx=ctx, callbacks=cbs, retention=retention, step_scope=step_scope(model, tc, dist.mode),
-        n_trainable=n_train, n_total=n_total, t_start=t_start, base_scores=base_scores)
-    if resume:
-        _resume(run, log, start.resume_from)
-    _start_budget(run)
-    if run.base_scores is None and (run_dir / "base_eval.json").is_file():
-        run.base_scores = json.loads((run_dir / "base_eval.json").read_text())
+        eval_ctx=ctx, callbacks=at.cbs, retention=retention, step_scope=step_scope(model, tc, dist.mode),
+        n_trainable=n_train, n_total=n_total, t_start=at.t_start, base_scores=base_scores)
+    if resume and not resuming.resume(run, at.log, start.resume_from, at.written):
+        return None
     return run
 
 
@@ -142,15 +177,6 @@ def _score_base(cfg: Config, model, ctx: EvalContext, resume: bool, dist: Dist, 
     _write(dist, run_dir / "base_eval.json", json.dumps(scores, indent=1))
     say(f"[tailorlm] base model: {format_scores(scores)}")
     return scores
-
-
-def _resume(run: RunState, log: MetricsLog | None, last: Path) -> None:
-    run.load_state_dict(checkpoint.load(last, model=run.model, optimizer=run.opt, dist=run.dist))
-    if log is not None:   # the killed run may have logged steps (and samples) past its last checkpoint
-        log.truncate_after(run.step)
-        if (run.run_dir / "samples.jsonl").is_file():
-            MetricsLog(run.run_dir / "samples.jsonl").truncate_after(run.step)
-    run.say(f"[tailorlm] resumed from {last.name} (step {run.step})", always=True)
 
 
 def _start_budget(run: RunState) -> None:

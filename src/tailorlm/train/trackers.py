@@ -13,6 +13,9 @@ Logging must never stop a run (MLflow's parameter limits broke HF training: tran
 the GIL: RUN/trackers.json has their seconds); any exception, ImportError included, switches that
 tracker off, and the loop warns once (console and metrics.jsonl) at its next event. The time each
 tracker took (start, log, finish), where it wrote and whether it stayed on go to RUN/trackers.json.
+A full disk is such a failure, said as one (`the disk is full writing RUN/tensorboard`), also when it
+kills a library's own writer thread (TensorBoard's), whose traceback it would otherwise print; and a
+trackers.json the disk cannot take is one line too.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import queue
 import threading
 import time
 
-from ..atomic import write_text
+from ..atomic import DiskFull, why_full, write_text
 from ..config import redact
 from .callbacks import Callback, is_logged
 from .tracker_libs import MLflow, TensorBoard, Trackio, WandB
@@ -108,9 +111,11 @@ class Trackers(Callback):
 
     def __init__(self, names: list[str]):
         self.names, self.workers = list(names), {}
+        self._hook = self._before = None   # (threading.excepthook while the trackers run: _hook_threads)
 
     def on_start(self, run) -> None:
         params = flat_params(redact(run.cfg.model_dump(mode="json")))   # as config.yaml shows it
+        self._hook_threads()   # (before the first start: a writer thread can die at once)
         for name in self.names:
             cls = TRACKERS[name]
             self.workers[name] = w = Worker(name, cls())
@@ -133,14 +138,18 @@ class Trackers(Callback):
         self._log(run, scalars(summary.get("final") or {}, "final/"), run.step)
         atexit.unregister(self._close)
         busy = [n for n, w in self.workers.items() if not w.close(FINISH_WAIT_S)]
+        self._unhook_threads()
         self._warn(run)
         for name in busy:
             run.log({"tracker_error": {"tracker": name, "call": "finish", "error": f"busy after {FINISH_WAIT_S} s"}},
                     f"[tailorlm] warning: tracker {name} still writing after {FINISH_WAIT_S} s; left behind")
-        write_text(run.run_dir / "trackers.json", json.dumps({n: {
-            "where": str(TRACKERS[n].location(run.run_dir)), "on": w.error is None and n not in busy,
-            "error": None if w.error is None else f"{w.error[0]}: {type(w.error[1]).__name__}: {w.error[1]}"[:500],
-            "seconds": {k: round(v, 3) for k, v in w.seconds.items()}} for n, w in self.workers.items()}, indent=1))
+        try:
+            write_text(run.run_dir / "trackers.json", json.dumps({n: {
+                "where": str(TRACKERS[n].location(run.run_dir)), "on": w.error is None and n not in busy,
+                "error": None if w.error is None else f"{w.error[0]}: {type(w.error[1]).__name__}: {w.error[1]}"[:500],
+                "seconds": {k: round(v, 3) for k, v in w.seconds.items()}} for n, w in self.workers.items()}, indent=1))
+        except DiskFull as e:
+            run.say(f"[tailorlm] warning: {e.brief}; the run is unaffected", always=True)
 
     def _log(self, run, metrics: dict, step: int) -> None:
         self._warn(run)
@@ -154,12 +163,34 @@ class Trackers(Callback):
             if w.error is None or w.reported:
                 continue
             w.reported, (what, e) = True, w.error
-            error = f"{type(e).__name__}: {str(e)[:300]}"
+            error, full = f"{type(e).__name__}: {str(e)[:300]}", why_full(e)
             why = (f"its package is not installed ({error}; pip install 'tailorlm[{TRACKERS[name].extra}]')"
-                   if isinstance(e, ImportError) else f"{what} failed ({error})")
+                   if isinstance(e, ImportError) else
+                   f"{what} failed: {full} writing {TRACKERS[name].location(run.run_dir)} ({error})" if full else
+                   f"{what} failed ({error})")
             run.log({"tracker_error": {"tracker": name, "call": what, "error": error}},
                     f"[tailorlm] warning: tracker {name}: {why}; switched off, training goes on")
 
     def _close(self) -> None:
         for w in self.workers.values():
             w.close(FINISH_WAIT_S / 6)
+        self._unhook_threads()
+
+    def _hook_threads(self) -> None:
+        """A tracker library's own thread (its package is the tracker's name) that dies on a full disk
+        switches that tracker off, said by _warn, instead of printing a traceback; any other thread's
+        exception goes where it went before."""
+        before = self._before = threading.excepthook
+
+        def hook(args) -> None:
+            w = self.workers.get(type(args.thread).__module__.split(".")[0]) if args.thread is not None else None
+            if w is None or why_full(args.exc_value) is None:
+                return before(args)
+            if w.error is None:
+                w.error = ("write", args.exc_value)
+        self._hook = threading.excepthook = hook
+
+    def _unhook_threads(self) -> None:
+        if self._hook is not None and threading.excepthook is self._hook:
+            threading.excepthook = self._before
+        self._hook = None
