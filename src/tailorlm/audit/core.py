@@ -16,7 +16,7 @@ from tailorlm.data.counts import split_counts
 from tailorlm.data.validate import Checked, DataError, check_splits, no_usable_rows
 
 from . import dupes, labels as labels_mod, parse, pii, quality, schema, tokens, trained
-from .report import FATAL, AuditReport, Finding
+from .report import FATAL, INFO, AuditReport, Finding
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
@@ -162,7 +162,12 @@ def _validate(report: AuditReport, splits, dcfg) -> Checked | None:
     try:
         checked = check_splits(readable, dcfg, {s.split: s.skipped for s in splits})
     except DataError as e:
-        report.findings.append(trained.as_finding(e, schema.CHECK, splits[0].path))
+        f = trained.as_finding(e, schema.CHECK, splits[0].path)
+        report.findings.append(f)            # training's own words first, then the audit's flags for them
+        if "cannot tell the data format" in f.message:
+            report.findings.append(Finding(INFO, schema.CHECK, "in the audit, name the columns with --field "
+                                           "text=COLUMN --field label=COLUMN (training's data.text_field / "
+                                           "data.label_field), or give --format"))
         return None
     for s in splits:
         report.stats["rows"][s.split] |= split_counts(s.skipped, rejected=len(checked.rejected.get(s.split, [])))

@@ -121,12 +121,16 @@ def _final_weights(run) -> None:
         return
     best = run.run_dir / "checkpoints" / "best"
     why = run.dist.on_main(_unusable_best, best, g.best_step)
+    if why is None:
+        try:   # all or nothing: a best/ that verifies but does not fit leaves the last step's weights
+            checkpoint.load(best, model=run.model, dist=run.dist)
+        except checkpoint.Unloadable as e:
+            why = str(e)
     if why is not None:
         run.log({"best_error": why}, f"[tailorlm] checkpoints/best (step {g.best_step}) cannot be used: {why}; "
                 f"final/ holds the last step ({run.step}) instead")
         g.best_step = None
         return
-    checkpoint.load(best, model=run.model, dist=run.dist)
     what = ("the start (step 0): no evaluation was within the forgetting budget" if g.best_step == 0 else
             f"the best evaluation (step {g.best_step}, {cfg.eval.metric} {g.best_value:.4f})")
     run.say(f"[tailorlm] final/ holds {what}, not the last step ({run.step})", always=True)
