@@ -57,8 +57,10 @@ def table(results: list[dict], probe: str) -> str:
         mean = lambda k: statistics.fmean(r[k] for r in rs if isinstance(r.get(k), (int, float)))  # noqa: E731
         if not ch:
             continue
-        out.append([key[0], key[1] or "", f"{mean('base'):.4f}", f"{mean('tuned'):.4f}", f"{statistics.fmean(ch):+.4f}",
-                    f"[{min(ch):+.4f}, {max(ch):+.4f}]", f"{sum(bool(r.get('significant')) for r in rs)}/{len(rs)}"])
+        # (a | inside a cell would end it)
+        out.append([str(key[0]).replace("|", "\\|"), key[1] or "", f"{mean('base'):.4f}", f"{mean('tuned'):.4f}",
+                    f"{statistics.fmean(ch):+.4f}", f"[{min(ch):+.4f}, {max(ch):+.4f}]",
+                    f"{sum(bool(r.get('significant')) for r in rs)}/{len(rs)}"])
     return md_table(["metric", "group", "base", "tuned", "change (mean)", "change (min, max over seeds)",
                      "significant"], "llrrrrr", out)
 
