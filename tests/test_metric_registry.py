@@ -37,8 +37,8 @@ def test_a_metric_without_a_spec_is_refused_in_one_line():
 
 def test_an_outside_evaluator_must_declare_what_it_returns(monkeypatch):
     ctx = type("Ctx", (), {"cfg": None})()
-    monkeypatch.setitem(ev.EVALUATORS, "undeclared", lambda model, ctx: {"logit_abs_mean": 1.0})
-    with pytest.raises(ConfigError, match="'undeclared' returned 'logit_abs_mean', which has no metric spec"):
+    monkeypatch.setitem(ev.EVALUATORS, "undeclared", lambda model, ctx: {"never_declared_anywhere": 1.0})
+    with pytest.raises(ConfigError, match="'undeclared' returned 'never_declared_anywhere', which has no metric spec"):
         ev.evaluate(None, ctx, ["undeclared"])
 
     @declares(logit_abs_mean2=MetricSpec("info", "logit"))
