@@ -18,28 +18,16 @@ from tailorlm.build import load_run
 from tailorlm.commands import main
 from tailorlm.config import load_config, to_yaml
 from tailorlm.errors import ModelError
-from tailorlm.train import Callback, checkpoint
+from tailorlm.train import checkpoint
 from tailorlm.train.log import read_metrics
 from tailorlm.train.loop import train
 
 from . import test_resume
+from .test_nothing_lost import CrashBefore, _Crash
 from .test_resume import assert_same_run
 
 UNSAFE_ADVICE = ("weights_only=False", "`weights_only` set to `False`", "can still be loaded", "Re-running",
                  "add_safe_globals", "\x1b")
-
-
-class _Crash(Exception):
-    pass
-
-
-class CrashBefore(Callback):
-    def __init__(self, n: int):
-        self.n = n
-
-    def on_step_start(self, run) -> None:
-        if run.step + 1 == self.n:
-            raise _Crash()
 
 
 class Payload:

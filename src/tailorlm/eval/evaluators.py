@@ -54,7 +54,7 @@ from ..probes.bias_eval import bias_scores, flip_scores
 from ..probes.privacy_eval import canary_scores, extraction_scores, membership_scores
 from .generate import generation_eval
 from .metrics import val_loss
-from .specs import MetricSpec, find, is_number, register_metrics
+from .specs import METRICS, MetricSpec, find, is_number, register_metrics
 from .tasks import ACCURACY
 
 
@@ -203,7 +203,7 @@ def resolve(names: list[str]) -> list[tuple[str, Evaluator]]:
             raise ConfigError(f"eval.metrics: unknown evaluator {name!r}; choose from {', '.join(EVALUATORS)} "
                               f"or give 'module:function'.{hint}")
     for name, fn in out:   # an outside evaluator's declared specs (@declares) join the registry
-        if getattr(fn, "metrics", None) is not None:
+        if getattr(fn, "metrics", None) is not None and any(m not in METRICS for m in fn.metrics):
             register_metrics(name, fn.metrics)
     return out
 
