@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -56,52 +55,19 @@ def emit(result: dict) -> None:
 # ============================================================================ memory
 
 def process_peak_rss() -> int:
-    """The whole process's peak resident memory so far (ru_maxrss), in bytes."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The whole process's peak resident memory so far (ru_maxrss), in bytes: tailorlm.device's
+    (imported on use, so a parent that only starts children does not load torch)."""
+    from tailorlm.device import process_peak_rss as peak
+
+    return peak()
 
 
-class Mem:
-    """Peak memory over a window: CPU peak RSS (VmHWM, reset by writing 5 to /proc/self/clear_refs),
-    or CUDA max_memory_allocated."""
+def Mem(device: str):
+    """Peak memory over a window (start(), peak()): tailorlm.device.PeakMeter, the one meter: CPU
+    peak RSS (VmHWM, reset through /proc/self/clear_refs) and CUDA max_memory_allocated / reserved."""
+    from tailorlm.device import PeakMeter
 
-    def __init__(self, device: str):
-        self.device, self.start_rss, self.resettable = device, None, False
-
-    @staticmethod
-    def _status(key: str) -> int | None:
-        try:
-            for line in open("/proc/self/status"):
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
-
-    def start(self) -> None:
-        self.start_rss = self._status("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            self.resettable = True
-        except OSError:
-            self.resettable = False
-        if self.device == "cuda":
-            import torch
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-
-    def peak(self) -> dict:
-        out = {"rss_at_start": self.start_rss,
-               "peak_rss": self._status("VmHWM") if self.resettable else None,
-               "process_maxrss": process_peak_rss()}
-        if out["peak_rss"] is None:  # no /proc reset: fall back to the process-wide peak
-            out["peak_rss"] = out["process_maxrss"]
-        if self.device == "cuda":
-            import torch
-            torch.cuda.synchronize()
-            out["peak_cuda_alloc"] = torch.cuda.max_memory_allocated()
-            out["peak_cuda_reserved"] = torch.cuda.max_memory_reserved()
-        return out
+    return PeakMeter(device)
 
 
 # ============================================================================ tables

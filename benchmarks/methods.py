@@ -24,7 +24,7 @@ Columns
   trainable     parameters the method trains (a classifier's new head included)
   accuracy      held-out accuracy of the base model (step 0) -> after the run; majority class in the title
   tokens/s      useful training tokens per second: tokens of the examples trained (padding never
-                counts) over the time of the optimiser steps after the first two
+                counts) over the time of the optimizer steps after the first two
   peak RSS      the subprocess's peak resident memory (resource.getrusage ru_maxrss): loading,
                 training and evaluation together
   on disk       the run's final/ weights (*.safetensors): the adapter, or the whole model for full

@@ -54,8 +54,9 @@ def one(spec: dict) -> dict:
     import torch
     import transformers  # noqa: F401
 
-    from tailorlm import build as build_mod
+    from tailorlm.run import open as build_mod   # (the run start: loaded before the baseline is read)
     from tailorlm.config import load_config
+    from tailorlm.device import proc_status
     from tailorlm.plan import plan
     from tailorlm.train import setup, train
 
@@ -66,7 +67,7 @@ def one(spec: dict) -> dict:
     original = setup.build
 
     def build_spy(*a, **kw):   # RSS just before data and model load
-        before["rss"] = Mem._status("VmRSS")
+        before["rss"] = proc_status("VmRSS").get("VmRSS")
         return original(*a, **kw)
 
     setup.build = build_spy

@@ -11,7 +11,7 @@ steps and stops after the last step, so set-up and evaluation are left out).
 
 Extra KEY=VALUE arguments are tailorlm config overrides (the speed levers, say). Prints the top
 --top operators by self CPU time and the same time grouped into where it goes (matmuls, attention,
-loss, optimiser, elementwise, other).
+loss, optimizer, elementwise, other).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from speed_data import prepare_data  # noqa: E402
 GROUPS = [("loss (log-softmax, NLL)", r"cross_entropy|nll_loss|log_softmax"),
           ("matmul", r"aten::(mm|addmm|bmm|matmul|linear|_mkldnn|mkldnn_|.*gemm)"),
           ("attention", r"scaled_dot_product|_flash_attention|_efficient_attention|aten::_?softmax"),
-          ("optimiser", r"Optimizer|_foreach|_fused_adam|addcdiv|lerp|aten::sqrt"),
+          ("optimizer", r"Optimizer|_foreach|_fused_adam|addcdiv|lerp|aten::sqrt"),
           ("copies / dtype casts", r"aten::(copy_|to|_to_copy|clone|contiguous|cat|index|gather|scatter)"),
           ("elementwise", r"aten::(mul|add|sub|div|silu|pow|rsqrt|mean|neg|exp|sum|where|fill_|zero_)")]
 

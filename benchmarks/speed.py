@@ -2,7 +2,7 @@
 """Speed benchmark: tailorlm against HF `Trainer` + PEFT and TRL `SFTTrainer` (packing on).
 
 Every contender trains the same model on the same tokens with the same method, hyper-parameters,
-precision policy and number of optimiser steps, each in a fresh subprocess (so its peak memory is
+precision policy and number of optimizer steps, each in a fresh subprocess (so its peak memory is
 its own), one after the other; then one markdown table of ratios is printed.
 
     cd /work/main && PYTHONPATH=src python benchmarks/speed.py --threads 1   # CPU, ~15-20 minutes
@@ -46,7 +46,7 @@ clipping at 1.0, LoRA dropout 0, seed 0, one micro-batch per step, SDPA attentio
 
 Metrics
   useful tokens/s  tokens of the examples trained per second (padding never counts), over the steps
-                   after the first `--warmup` (2), optimiser step and batching included.
+                   after the first `--warmup` (2), optimizer step and batching included.
   useful tok/CPU-s the same tokens per second of this process's CPU time (all its threads): the
                    measure to trust when other work shares the machine (then also use --threads 1:
                    two OpenMP threads on a busy 2-core box ran a step ~4x slower than one).
@@ -94,7 +94,7 @@ def parse_args(argv=None):
     p.add_argument("--methods-b", default="lora,full")
     p.add_argument("--contenders", default="tailorlm,hf,trl")
     p.add_argument("--contenders-b", default=None, help="default: tailorlm,hf (add trl: another ~5 min on CPU)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps for every run (overrides the two below)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps for every run (overrides the two below)")
     p.add_argument("--steps-a", type=int, default=None)
     p.add_argument("--steps-b", type=int, default=None)
     p.add_argument("--batch-a", type=int, default=None, help="examples per step, workload a")

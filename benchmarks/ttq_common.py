@@ -81,7 +81,7 @@ class Tracker:
         return step % self.every == 0 or step >= self.cap
 
     def after_step(self, model, step: int) -> bool:
-        """Call after each optimiser step; True when the contender should stop."""
+        """Call after each optimizer step; True when the contender should stop."""
         if not self.due(step):
             return False
         self.clock.pause()

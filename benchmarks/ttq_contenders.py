@@ -69,7 +69,7 @@ def run_tailorlm(spec: dict, scorer) -> dict:
 
         def on_step_end(self, run, rec):
             if tracker.after_step(run.model, run.step):
-                run.stopped = "time_to_quality: every target reached"
+                run.stop("time_to_quality: every target reached")
 
     cfg = tailorlm_config(spec)
     out = Path(cfg.output.dir)

@@ -4,9 +4,9 @@
     python scripts/config_table.py --write    # replace it in README.md, between the config-table markers
 
 Every key, its default and its one-line description come from the pydantic models: the sections'
-descriptions are their `Field(description=...)`; the method options (declared in each method's file)
-take theirs from METHOD_DOCS below unless the field has its own. tests/test_config_table.py fails
-when README's table differs from this output, or when a field has no description.
+descriptions are their `Field(description=...)`, and so are the method options', declared with the
+method in its own file (src/tailorlm/methods/), so a new method documents itself. tests/test_config_table.py
+fails when README's table differs from this output, or when a field has no description.
 """
 from __future__ import annotations
 
@@ -25,32 +25,6 @@ from tailorlm.methods import METHOD_CONFIGS  # noqa: E402
 README = Path(__file__).resolve().parents[1] / "README.md"
 START, END = "<!-- config-table -->", "<!-- /config-table -->"
 SECTIONS = ["model", "data", "train", "eval", "retention", "privacy", "bias", "output"]
-
-METHOD_DOCS = {
-    "lora.r": "rank of the low-rank update A·B",
-    "lora.alpha": "scale: the update is multiplied by alpha / r (alpha / sqrt(r) with rslora)",
-    "lora.dropout": "dropout on the adapter's input",
-    "lora.targets": "`all-linear`, or the names of the linear modules to adapt",
-    "lora.layers": "null: every layer; N: the top N; or a list of layer indices",
-    "lora.dora": "weight-decomposed LoRA (DoRA)",
-    "lora.rslora": "rank-stabilised scaling alpha / sqrt(r)",
-    "ia3.targets": "`default` (PEFT's choice per architecture: keys, values, MLP) or module names",
-    "ia3.feedforward": "targets whose input (not output) is scaled; default: the MLP's",
-    "peft.config": "any PEFT tuner's config dict (`peft_type: LOHA`, ...), checked against PEFT's own class",
-    "bottleneck.placement": "`houlsby`: after attention and MLP; `pfeiffer`: after the MLP only",
-    "bottleneck.reduction_factor": "bottleneck width = hidden size / reduction_factor ...",
-    "bottleneck.bottleneck_dim": "... unless given directly",
-    "bottleneck.activation": "the non-linearity between the two projections",
-    "bottleneck.layers": "null: every block; N: the top N; or a list of block indices",
-    "prompt.virtual_tokens": "trainable input embeddings in front of every row",
-    "prompt.init": "start as the embeddings of `init_text`, of sampled `vocab` tokens, or `random`",
-    "prompt.init_text": "required by init: text",
-    "prefix.virtual_tokens": "virtual key/value positions in every layer",
-    "prefix.init": "`random`, or `text`: the keys and values the frozen model computes for `init_text`",
-    "prefix.init_text": "required by init: text",
-    "prefix.projection": "train the prefix through an MLP (the paper's reparameterisation)",
-    "prefix.projection_dim": "the MLP's hidden width",
-}
 
 
 def _default(field) -> str:
@@ -90,8 +64,7 @@ def rows() -> list[tuple[str, str, str]]:
     for method, cfg in METHOD_CONFIGS.items():
         for name, f in cfg.model_fields.items():
             if name != "name":
-                doc = f.description or METHOD_DOCS.get(f"{method}.{name}", "")
-                out.append((f"`method.{name}`", _default(f), f"{method}: {doc}"))
+                out.append((f"`method.{name}`", _default(f), f"{method}: {f.description or ''}"))
     return out
 
 

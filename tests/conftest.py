@@ -95,3 +95,65 @@ def smollm2_dir() -> Path:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+# ---------------------------------------------------------------- the one tiny run config
+
+# The tiny run every test starts from (as torchtitan's debug-model config): two LoRA steps on text,
+# short examples, no data audit, no retention reference. A test states only what it changes, as the
+# dotted overrides a user types (`train.steps=12`, `method=full`, `eval.metrics=[val_loss]`).
+TINY = {"data": {"format": "text", "max_length": 48, "val_max": 8, "audit": False},
+        "method": {"name": "lora", "r": 4, "alpha": 8},
+        "train": {"steps": 2, "batch_size": 4, "lr": 1e-2, "warmup": 0, "precision": "fp32", "log_every": 1,
+                  "eval_every": 2, "save_every": 2},
+        "eval": {"max_examples": 8},
+        "retention": {"reference": None}}
+
+
+def tiny_raw(out, model, data, /, *overrides: str, base: dict | None = None, **sections) -> dict:
+    """The tiny run as a raw config dict: TINY (or `base`; `base={}`: the library's own defaults, for
+    a test of what a user gets) with the model, data and output paths, then the
+    dotted `overrides` in order, then `sections` (a test's own values: each dict's keys are added to,
+    or replace, that section's; `method` and any non-dict value replace the section whole; None is
+    left out). A None `out` or `data` leaves output.dir or data.train unset."""
+    import copy
+
+    from tailorlm.config import apply_overrides
+
+    raw = copy.deepcopy(TINY if base is None else base)
+    raw["model"] = {"path": str(model)}
+    if data is not None:
+        raw["data"] = {"train": str(data), **raw.get("data", {})}
+    if out is not None:
+        raw["output"] = {"dir": str(out)}
+    apply_overrides(raw, list(overrides))
+    for key, value in sections.items():
+        if value is None:
+            continue
+        merge = isinstance(value, dict) and key != "method" and isinstance(raw.get(key), dict)
+        raw[key] = {**raw[key], **value} if merge else value
+    return raw
+
+
+def tiny_config(out, model, data, /, *overrides: str, file: Path | None = None, base: dict | None = None,
+                **sections):
+    """The tiny run (see tiny_raw) validated as a Config; with `file`, written there as YAML
+    (unvalidated, as a user's config file) and that path returned instead."""
+    import yaml
+
+    from tailorlm.config import load_config
+
+    raw = tiny_raw(out, model, data, *overrides, base=base, **sections)
+    if file is not None:
+        Path(file).write_text(yaml.safe_dump(raw))
+        return Path(file)
+    return load_config(raw=raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_llama, tweets_text_file):
+    """tiny_config on the tiny Llama and the tweets text: tiny_run(out, *overrides, file=None, **sections)."""
+    def build(out, /, *overrides: str, file: Path | None = None, **sections):
+        return tiny_config(out, tiny_llama, tweets_text_file, *overrides, file=file, **sections)
+
+    return build

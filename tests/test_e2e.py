@@ -5,21 +5,20 @@ import sys
 
 import pytest
 
-from tailorlm.config import load_config
 from tailorlm.train.loop import train
 
-from .conftest import real_tweets, write_jsonl
+from .conftest import real_tweets, tiny_config, write_jsonl
 
 pytestmark = pytest.mark.slow
 
+# the real model on the library's defaults (base={}, not conftest.TINY): what a user's run gets
+
 
 def test_short_lora_run_on_real_text_lowers_validation_loss(smollm2_dir, tweets_text_file, tmp_path):
-    cfg = load_config(raw={
-        "model": "smollm2-135m-instruct",
-        "data": {"train": str(tweets_text_file), "format": "text", "max_length": 64, "val_max": 24},
-        "method": {"name": "lora", "r": 8, "alpha": 16},
-        "train": {"steps": 12, "batch_size": 8, "lr": 1e-3, "warmup": 2, "eval_every": 12, "save_every": 12},
-        "eval": {"max_examples": 24}, "output": {"dir": str(tmp_path / "run")}})
+    cfg = tiny_config(tmp_path / "run", "smollm2-135m-instruct", tweets_text_file, "data.format=text",
+                      "data.max_length=64", "data.val_max=24", "method.r=8", "method.alpha=16", "train.steps=12",
+                      "train.batch_size=8", "train.lr=1e-3", "train.warmup=2", "train.eval_every=12", "train.save_every=12",
+                      "eval.max_examples=24", base={})
     s = train(cfg, quiet=True)
     assert s["final"]["val_loss"] < s["base"]["val_loss"] - 0.05, (s["base"], s["final"])
 
@@ -28,16 +27,13 @@ def test_cli_trains_and_evaluates_a_classifier_on_real_tweets(smollm2_dir, tmp_p
     rows = real_tweets()
     train_f = write_jsonl(tmp_path / "train.jsonl", rows[100:400])
     test_f = write_jsonl(tmp_path / "test.jsonl", rows[:40])
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"""
-model: smollm2-135m-instruct
-data: {{train: {train_f}, test: {test_f}, format: classification, max_length: 128, val_max: 16,
-        prompt_template: "Is this airline tweet negative, neutral or positive?\\n\\n{{text}}"}}
-method: {{name: lora, r: 8, alpha: 16, layers: 4}}
-train: {{steps: 4, batch_size: 4, lr: 1.0e-3, warmup: 1, eval_every: 4, save_every: 4}}
-eval: {{max_examples: 40}}
-output: {{dir: {tmp_path / 'run'}}}
-""")
+    cfg = tiny_config(tmp_path / "run", "smollm2-135m-instruct", train_f, "data.format=classification",
+                      "data.max_length=128", "data.val_max=16", "method.r=8", "method.alpha=16", "method.layers=4",
+                      "train.steps=4", "train.batch_size=4", "train.lr=1e-3", "train.warmup=1", "train.eval_every=4",
+                      "train.save_every=4",
+                      "eval.max_examples=40", file=tmp_path / "cfg.yaml", base={},
+                      data={"test": str(test_f),
+                            "prompt_template": "Is this airline tweet negative, neutral or positive?\n\n{text}"})
     cli = [sys.executable, "-m", "tailorlm"]
     import os
     from pathlib import Path

@@ -10,11 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from tailorlm.progress import Progress, phase, quiet, track
 
-from .conftest import real_tweets, write_jsonl
+from .conftest import real_tweets, tiny_config, write_jsonl
 from .tiny_models import one_thread  # noqa: F401  (autouse: one thread per test)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,15 +67,11 @@ def test_a_run_logged_to_a_file_shows_each_long_wait(tmp_path, tiny_llama):
     """`tailorlm train ... 2> log`: a line per step, evaluation batch and reference sample batch, and
     not one carriage return."""
     data = write_jsonl(tmp_path / "tweets.jsonl", real_tweets(120))
-    cfg = {"model": {"path": str(tiny_llama)},
-           "data": {"train": str(data), "format": "classification", "max_length": 96, "val_max": 24, "audit": False},
-           "method": {"name": "lora", "r": 4},
-           "train": {"steps": 4, "batch_size": 4, "lr": 1e-3, "warmup": 0, "precision": "fp32", "eval_every": 4,
-                     "save_every": 4, "threads": 1},
-           "eval": {"max_examples": 24, "batch_size": 8},
-           "retention": {"reference": "auto", "samples": 8, "sample_tokens": 8},
-           "output": {"dir": str(tmp_path / "run")}}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    tiny_config(tmp_path / "run", tiny_llama, data, "data.format=classification", "data.max_length=96",
+                "data.val_max=24", "train.steps=4", "train.lr=1e-3", "train.log_every=10", "train.eval_every=4",
+                "train.save_every=4", "train.threads=1", "eval.max_examples=24", "eval.batch_size=8",
+                "retention.reference=auto", "retention.samples=8", "retention.sample_tokens=8",
+                method={"name": "lora", "r": 4}, file=tmp_path / "cfg.yaml")
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "HF_HUB_OFFLINE": "1",
            "TAILORLM_PROGRESS_EVERY": "0"}
     with open(tmp_path / "log", "w") as log:   # stderr is a file, not a terminal

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tailorlm.build import build, load_run
+from tailorlm.run import build, load_run
 from tailorlm.config import load_config
 from tailorlm.eval.evaluators import EVALUATORS
 from tailorlm.eval.specs import MetricSpec, declares
@@ -19,6 +19,7 @@ from tailorlm.methods import METHODS, Method
 from tailorlm.train import Callback, train
 from tailorlm.train.log import read_metrics
 
+from .conftest import tiny_config
 from .tiny_models import one_thread  # noqa: F401  (autouse: one thread per test)
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tailorlm"
@@ -26,13 +27,15 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tailorlm"
 # The order a reader should see: each module imports only from its own rank or the ranks before it.
 # (config composes the method configs each method file declares, so methods come before config.)
 LAYERS = [
-    {"errors", "atomic", "runlock", "progress"},
+    {"errors", "atomic", "progress", "html_page"},
     {"data", "models"},
     {"methods"},
     {"config"},
     {"audit"},
     {"forward", "device", "seed", "build", "plan"},
-    {"eval", "probes"},
+    {"run"},      # the run folder (RunDir, its lock) and a finished run opened: what scores or continues one
+    {"eval"},
+    {"probes"},   # the probes register their evaluators into eval's registry (probes/evaluators.py)
     {"retention", "export", "report"},
     {"train"},
     {"continual", "compare"},
@@ -80,6 +83,44 @@ def test_imports_only_point_down():
     assert not up, "imports that point up:\n" + "\n".join(up)
 
 
+def _package_graph() -> dict[str, set[str]]:
+    """Top-level module -> the other top-level modules it imports (function bodies too)."""
+    graph: dict[str, set[str]] = {}
+    for f in sorted(SRC.rglob("*.py")):
+        rel = f.relative_to(SRC).parts
+        top = rel[0].removesuffix(".py")
+        graph.setdefault(top, set()).update(t.removesuffix(".py") for _, t in _imports(f, rel))
+        graph[top].discard(top)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle between top-level modules, each once (a depth-first search's back edges)."""
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_two_top_level_modules_import_each_other():
+    """Same-rank modules may import each other by the layer rule; a cycle between them (build -> run ->
+    build) still makes neither readable alone, so the package graph has none."""
+    cycles = _cycles(_package_graph())
+    assert not cycles, "import cycles between top-level modules:\n" + "\n".join(" -> ".join(c) for c in cycles)
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+
+
 def test_the_direction_test_catches_an_upward_import(tmp_path):
     f = tmp_path / "probe.py"
     f.write_text("def f():\n    from ..train.loop import train\n")
@@ -92,16 +133,8 @@ def test_every_method_satisfies_the_typed_contract():
         assert m.Config.model_config.get("extra") == "forbid", name
 
 
-def cfg_for(model_dir, data, out, **over):
-    raw = {"model": str(model_dir), "data": {"train": str(data), "format": "text", "max_length": 48, "val_max": 12,
-                                            "audit": False},
-           "method": {"name": "lora", "r": 4, "alpha": 8}, "output": {"dir": str(out)},
-           "train": {"steps": 6, "batch_size": 4, "lr": 1e-2, "warmup": 1, "log_every": 1, "eval_every": 2,
-                     "save_every": 3, "precision": "fp32"},
-           "eval": {"max_examples": 12}, "retention": {"samples": 4, "sample_tokens": 16}}
-    for k, v in over.items():
-        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) and k != "method" else v
-    return load_config(raw=raw)
+RUN = ("data.val_max=12", "train.steps=6", "train.warmup=1", "train.save_every=3", "eval.max_examples=12",
+       "retention.reference=auto", "retention.samples=4", "retention.sample_tokens=16")
 
 
 @declares(logit_abs_mean=MetricSpec("info", "logit", 0.0))
@@ -116,7 +149,8 @@ def head_logit_norm(model, ctx) -> dict:
 def test_an_evaluator_registered_from_outside_is_scored_with_deltas(tiny_llama, tweets_text_file, tmp_path,
                                                                     monkeypatch):
     monkeypatch.setitem(EVALUATORS, "logit_norm", head_logit_norm)
-    s = train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "r", eval={"metrics": ["val_loss", "logit_norm"]}),
+    s = train(tiny_config(tmp_path / "r", tiny_llama, tweets_text_file, *RUN,
+                          eval={"metrics": ["val_loss", "logit_norm"]}),
               quiet=True)
     evals = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if "eval" in r]
     assert [r["step"] for r in evals] == [2, 4, 6]
@@ -136,13 +170,13 @@ def test_an_evaluator_registered_from_outside_is_scored_with_deltas(tiny_llama, 
 def test_an_evaluator_named_by_import_path_runs_and_unknown_names_fail_early(tiny_llama, tweets_text_file, tmp_path):
     from tailorlm.errors import ConfigError
 
-    s = train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "p", train={"steps": 2},
-                      eval={"metrics": ["val_loss", "tests.test_seams:head_logit_norm"]}), quiet=True)
+    s = train(tiny_config(tmp_path / "p", tiny_llama, tweets_text_file, *RUN, train={"steps": 2},
+                          eval={"metrics": ["val_loss", "tests.test_seams:head_logit_norm"]}), quiet=True)
     assert set(s["final"]) == set(s["base"]) == {"val_loss", "val_ppl", "val_tokens", "logit_abs_mean"}
     with pytest.raises(ConfigError, match="eval.metric val_loss is scored by the val_loss evaluator"):
-        cfg_for(tiny_llama, tweets_text_file, tmp_path / "q", eval={"metrics": ["accuracy"]})
+        tiny_config(tmp_path / "q", tiny_llama, tweets_text_file, *RUN, eval={"metrics": ["accuracy"]})
     with pytest.raises(ConfigError, match="unknown evaluator 'val_los'.*Did you mean 'val_loss'"):
-        train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "q", eval={"metrics": ["val_loss", "val_los"]}), quiet=True)
+        train(tiny_config(tmp_path / "q", tiny_llama, tweets_text_file, *RUN, eval={"metrics": ["val_loss", "val_los"]}), quiet=True)
     assert not (tmp_path / "q").exists()     # refused before the run directory was made
 
 
@@ -175,7 +209,7 @@ class Recorder(Callback):
 
 def test_a_callback_sees_every_step_and_every_evaluation(tiny_llama, tweets_text_file, tmp_path):
     rec = Recorder()
-    train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "r"), quiet=True, callbacks=[rec])
+    train(tiny_config(tmp_path / "r", tiny_llama, tweets_text_file, *RUN), quiet=True, callbacks=[rec])
     logged = read_metrics(tmp_path / "r" / "metrics.jsonl")
     losses = [(r["step"], r["loss"]) for r in logged if "loss" in r]
     evals = [(r["step"], r["eval"]["val_loss"]) for r in logged if "eval" in r]
@@ -193,8 +227,8 @@ def test_a_callback_sees_every_step_and_every_evaluation(tiny_llama, tweets_text
 
 def test_a_run_started_from_an_earlier_run_continues_from_it(tiny_llama, tweets_text_file, tmp_path):
     over = dict(train={"steps": 12, "lr": 3e-2, "eval_every": 6, "save_every": 6}, eval={"keep_best": False})
-    first = train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "a", **over), quiet=True)
-    second = train(cfg_for(tiny_llama, tweets_text_file, tmp_path / "b", **over), quiet=True,
+    first = train(tiny_config(tmp_path / "a", tiny_llama, tweets_text_file, *RUN, **over), quiet=True)
+    second = train(tiny_config(tmp_path / "b", tiny_llama, tweets_text_file, *RUN, **over), quiet=True,
                    model=tmp_path / "a" / "final")
     # the second run's step 0 is the first run's end, not the base model
     assert second["base"]["val_loss"] == pytest.approx(first["final"]["val_loss"], rel=1e-5)
@@ -217,8 +251,8 @@ def test_a_run_started_from_a_model_object_uses_that_model(tiny_llama, tweets_te
     with torch.no_grad():
         given.model.norm.weight.mul_(3.0)                           # a different model than the folder holds
     norm = given.model.norm.weight.detach().clone()
-    cfg = cfg_for(tiny_llama, tweets_text_file, tmp_path / "given", method={"name": "full"},
-                  train={"steps": 2, "lr": 1e-4}, eval={"keep_best": False})
+    cfg = tiny_config(tmp_path / "given", tiny_llama, tweets_text_file, *RUN, method={"name": "full"},
+                      train={"steps": 2, "lr": 1e-4}, eval={"keep_best": False})
     data = build(cfg)[2]
     want = val_loss(given, data.val[:12], pad_id=data.formatter.tok.pad_token_id, device="cpu", precision="fp32", packing=True, row_tokens=48)
     s = train(cfg, quiet=True, model=given)

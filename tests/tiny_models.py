@@ -57,14 +57,8 @@ def tweets_cls_file(tmp_path_factory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("cls") / "tweets.jsonl", mixed_tweets(300))
 
 
-def run_config(model_dir: Path, data: Path, out: Path, method: dict, task: str = "causal_lm", **train):
-    from tailorlm.config import load_config
-
-    raw = {"model": {"path": str(model_dir), "task": task},
-           "data": {"train": str(data), "format": "classification", "max_length": 96, "val_max": 24, "audit": False},
-           "method": method,
-           "train": {"steps": 4, "batch_size": 4, "lr": 1e-2, "warmup": 0, "precision": "fp32", "seed": 0,
-                     "eval_every": train.get("steps", 4), "save_every": train.get("steps", 4), **train},
-           "eval": {"max_examples": 24, "batch_size": 8}, "retention": {"reference": None},
-           "output": {"dir": str(out), "overwrite": True}}
-    return load_config(raw=raw)
+# four steps on classification data, evaluated and saved at the last (a test that sets train.steps
+# sets eval_every and save_every to match)
+CLS_RUN = ("data.format=classification", "data.max_length=96", "data.val_max=24", "train.steps=4",
+           "train.eval_every=4", "train.save_every=4", "train.log_every=10", "eval.max_examples=24",
+           "eval.batch_size=8", "output.overwrite=true")

@@ -87,7 +87,7 @@ class DataConfig(Strict):
 
 
 class TrainConfig(Strict):
-    steps: Optional[int] = F(100, "optimiser steps (or set `epochs`, not both)", ge=1)
+    steps: Optional[int] = F(100, "optimizer steps (or set `epochs`, not both)", ge=1)
     epochs: Optional[float] = F(None, "instead of steps: steps = ceil(epochs x train examples / (batch_size x "
                                 "grad_accum)), written into the run's config.yaml", gt=0)
     batch_size: int = F(8, "examples per micro-batch (the global one under torchrun)", ge=1)
@@ -297,9 +297,12 @@ class Config(Strict):
 
 def resolve_with_data(cfg: Config, data) -> None:
     """Pin what only the data decides into `cfg` (so the run's config.yaml records it and a resume or
-    an export reads the same): train.epochs becomes train.steps, eval.metric auto becomes macro_f1
-    for classification data (accuracy rewards a model that always answers the majority class) or
+    an export reads the same): a classifier head's labels (data.labels, so the run reloads its head
+    from the run alone), train.epochs becomes train.steps, eval.metric auto becomes macro_f1 for
+    classification data (accuracy rewards a model that always answers the majority class) or
     val_loss otherwise."""
+    if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
+        cfg.data.labels = data.labels
     tc = cfg.train
     if tc.epochs is not None:
         steps = max(1, math.ceil(tc.epochs * len(data.train) / (tc.batch_size * tc.grad_accum)))

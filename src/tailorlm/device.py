@@ -52,6 +52,47 @@ def proc_status(*keys: str) -> dict[str, int]:
         return {}
 
 
+def process_peak_rss() -> int:
+    """The whole process's peak resident memory so far (ru_maxrss), in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMeter:
+    """Peak memory over a window, the one meter (compare's PeakMemory callback, the benchmarks): start()
+    resets the CPU peak (VmHWM, by writing 5 to /proc/self/clear_refs, Linux >= 4.0) and on CUDA
+    torch's peak; peak() reads them. Where the reset is refused, `reset` is False and the peak is
+    the process's own, loading included."""
+
+    def __init__(self, device: str):
+        self.device, self.start_rss, self.reset = device, None, False
+
+    def start(self) -> None:
+        self.start_rss = proc_status("VmRSS").get("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")            # resets VmHWM to the current RSS
+            self.reset = True
+        except OSError:
+            self.reset = False
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> dict:
+        """Bytes: rss_at_start, peak_rss (VmHWM; ru_maxrss off Linux), process_maxrss, and on CUDA
+        peak_cuda_alloc / peak_cuda_reserved (torch.cuda.max_memory_allocated / _reserved)."""
+        process = process_peak_rss()
+        out = {"rss_at_start": self.start_rss, "peak_rss": proc_status("VmHWM").get("VmHWM", process),
+               "process_maxrss": process}
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            out["peak_cuda_alloc"] = torch.cuda.max_memory_allocated()
+            out["peak_cuda_reserved"] = torch.cuda.max_memory_reserved()
+        return out
+
+
 def memory_mb(device: str) -> dict:
     """Memory now, for each step's record (MiB): the process's resident set and its peak so far (Linux
     /proc/self/status VmRSS, VmHWM; absent elsewhere), and on CUDA the tensors allocated and their peak

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tailorlm.data.validate import FORMATS, Checked, DataError, check_rows, detect_format
+from tailorlm.data.validate import (DEFAULT_FIELDS, FIELD_KEYS, FORMATS, Checked, DataError, check_rows,
+                                    configured_fields, detect_format)
 
 from .report import FATAL, WARNING, Collector
 
 CHECK = "schema"
-ROLES = ("text", "label", "prompt", "response", "instruction", "input", "output", "messages")
+ROLES = tuple(DEFAULT_FIELDS)   # the field roles, with data's default column names (data/validate.py)
 
 
 @dataclass
 class RowSchema:
     fmt: str
-    cols: dict[str, str] = field(default_factory=lambda: {r: r for r in ROLES})
+    cols: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_FIELDS))
     alpaca: bool = False          # instruction format with instruction/input/output columns
 
     def get(self, row: dict, role: str):
@@ -91,11 +92,6 @@ def _last_assistant(msgs: list[dict]) -> int:
     return -1
 
 
-# pipeline config keys for the roles; DataConfig names columns this way (None = the default name)
-FIELD_KEYS = {"text": "text_field", "prompt": "prompt_field", "response": "response_field",
-              "label": "label_field", "messages": "messages_field"}
-
-
 def pipeline_dcfg(fmt: str = "auto", fields: dict | None = None, labels: list | None = None,
                   options: dict | None = None, **over):
     """The training DataConfig the audit's arguments describe (format, the --field columns, labels, the
@@ -129,13 +125,9 @@ def make_layout(rows: list[dict], fmt: str = "auto", fields: dict[str, str] | No
 
 
 def layout_for(fmt: str, rows: list[dict], dcfg, fields: dict[str, str] | None = None) -> RowSchema:
-    """The columns the content checks read, named as the training config names them."""
-    cols = {r: r for r in ROLES} | dict(fields or {})
-    for role, key in FIELD_KEYS.items():
-        if getattr(dcfg, key):
-            cols[role] = getattr(dcfg, key)
-    if dcfg.response_field:
-        cols["output"] = dcfg.response_field       # Alpaca's output is read through response_field too
+    """The columns the content checks read, named as the training config names them: data's defaults,
+    the --field columns, then the config's own (data/validate.py: DEFAULT_FIELDS, configured_fields)."""
+    cols = DEFAULT_FIELDS | dict(fields or {}) | configured_fields(dcfg)
     sample = rows[:500]
     alpaca = (fmt == "instruction" and dcfg.prompt_field is None
               and sum(cols["instruction"] in r for r in sample) > len(sample) / 2)

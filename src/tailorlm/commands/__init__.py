@@ -1,6 +1,6 @@
 """The `tailorlm` command: one module per subcommand, each with HELP, add_arguments(parser) and
-run(args) -> exit code (and optionally EXAMPLES, shown by --help). User errors (errors.TailorError)
-are caught once, here: one line, exit 2.
+NAME_command(args) -> exit code, registered in COMMANDS (and optionally EXAMPLES, shown by --help).
+User errors (errors.TailorError) are caught once, here: one line, exit 2.
 
 The libraries' own chatter (transformers' deprecation warnings, "Loading weights" bars, PEFT's
 notices) is switched off unless --verbose: on every command it buried the lines tailorlm prints."""
@@ -14,24 +14,25 @@ import warnings
 
 from ..errors import TailorError
 
-# subcommand -> its module in this package
+# subcommand -> "module:function" in this package: its module (HELP, add_arguments, optional EXAMPLES) and the
+# function that runs it, named after the subcommand (each name its own, so none hides another `run`)
 COMMANDS = {
-    "train": "train",
-    "eval": "evaluate",
-    "generate": "generate",
-    "demo": "demo",
-    "audit": "audit",
-    "models": "models",
-    "methods": "methods",
-    "export": "export",
-    "presets": "presets",
-    "continual": "continual",
-    "plan": "plan",
-    "explain": "explain",
-    "privacy": "privacy",
-    "bias": "bias",
-    "compare": "compare",
-    "report": "report",
+    "train": "train:train_command",
+    "eval": "evaluate:eval_command",
+    "generate": "generate:generate_command",
+    "demo": "demo:demo_command",
+    "audit": "audit:audit_command",
+    "models": "models:models_command",
+    "methods": "methods:methods_command",
+    "export": "export:export_command",
+    "presets": "presets:presets_command",
+    "continual": "continual:continual_command",
+    "plan": "plan:plan_command",
+    "explain": "explain:explain_command",
+    "privacy": "privacy:privacy_command",
+    "bias": "bias:bias_command",
+    "compare": "compare:compare_command",
+    "report": "report:report_command",
 }
 
 EXAMPLES = """examples:
@@ -52,7 +53,13 @@ QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": 
 
 
 def _module(name: str):
-    return importlib.import_module(f"{__name__}.{COMMANDS[name]}")
+    """The subcommand's module."""
+    return importlib.import_module(f"{__name__}.{COMMANDS[name].partition(':')[0]}")
+
+
+def entry(name: str):
+    """The function that runs the subcommand: args -> exit code."""
+    return getattr(_module(name), COMMANDS[name].partition(":")[2])
 
 
 def _version() -> str:
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries(args.verbose)
     from ..train.signals import Interrupted
 
-    run = _module(args.command).run
+    run = entry(args.command)
     if "TORCHELASTIC_ERROR_FILE" in os.environ:   # a rank under torchrun: its error reaches torchrun's summary
         from ..train.distributed import torchrun_entry
 

@@ -116,7 +116,7 @@ def _parse_fields(items: list[str]) -> dict[str, str]:
     return fields
 
 
-def run(args: argparse.Namespace) -> int:
+def audit_command(args: argparse.Namespace) -> int:
     conf = read_config(args.config) if args.config else {}
     train = args.data or conf.get("train")
     if not train:

@@ -52,29 +52,22 @@ def table(rows: list[dict], what: str) -> str:
     return "\n".join(lines)
 
 
-def run(a) -> int:
-    from ..build import run_dir_of
-    from ..runlock import hold_run
+def bias_command(a) -> int:
+    from ..run.folder import run_dir_of
+    from ..run.lock import hold_run
 
     with hold_run(run_dir_of(a.run)):   # it writes RUN/probes/bias.json: not while another process writes the run
         return _run(a)
 
 
 def _run(a) -> int:
-    from ..build import load_run, run_dir_of
-    from ..data import build_data
-    from ..device import pick_device, resolve_precision
     from ..probes.bias_probe import MIN_ITEMS, run_flips, run_pairs, save, warnings_for
     from ..probes.pair import base_view
+    from ..run import open_run
 
-    cfg, model, tok = load_run(a.run, overrides=a.overrides)
-    if cfg.train.threads:
-        import torch
-
-        torch.set_num_threads(cfg.train.threads)
-    run_dir = run_dir_of(a.run)
-    device = pick_device(cfg.train.device)
-    cfg.train.precision = resolve_precision(cfg.train.precision, device)
+    opened = open_run(a.run, a.overrides, threads=True)   # (train.threads kept for the command's life)
+    cfg, model, tok, run_dir = opened.cfg, opened.model, opened.tokenizer, opened.run.path
+    device = opened.device
     model.to(device).eval()
     kw = dict(device=device, precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
 
@@ -94,7 +87,7 @@ def _run(a) -> int:
                 f"BBQ: {extra['bbq_items']} questions (0 = unbiased, 1 = always the stereotype, -1 = never)")
         print(f"{what}; * = the paired 95% interval of the change excludes 0")
         print(table(rows, "category"))
-    data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
+    data = opened.data
     held = (data.test_rows or data.val_rows)[:a.max_rows]
     if data.fmt == "classification" and held:
         rows, extra = run_flips(measure_pair, data.formatter, cfg, held, **kw)
@@ -114,5 +107,5 @@ def _run(a) -> int:
                       f"{x['swapped'][:70]!r}")
     for w in warnings:
         print(f"[tailorlm] warning: {w}")
-    print(f"\nwritten to {run_dir / 'probes' / 'bias.json'}")
+    print(f"\nwritten to {opened.run.probe_file('bias')}")
     return 0

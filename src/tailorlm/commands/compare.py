@@ -43,10 +43,10 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         raise ConfigError(f"{flag} {text!r}: comma-separated integers, e.g. 16,64,256") from None
 
 
-def run(a) -> int:
+def compare_command(a) -> int:
     from ..errors import ConfigError
     from ..methods import METHODS
-    from ..runlock import hold
+    from ..run.lock import hold
 
     if a.metric != "auto":   # refused before anything trains: a metric with no spec has no direction
         from ..eval.specs import spec

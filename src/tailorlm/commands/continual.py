@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="only the per-stage rows and the final table")
 
 
-def run(a) -> int:
+def continual_command(a) -> int:
     import yaml
 
     from ..continual import load_plan, run_plan

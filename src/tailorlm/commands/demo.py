@@ -5,7 +5,7 @@ HELP = "fine-tune the embedded SmolLM2 on airline tweets; before/after table"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps of each run (default: the demo's 100)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps of each run (default: the demo's 100)")
     p.add_argument("--out", default="runs/demo", help="run directory")
     p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
     p.add_argument("--data-only", action="store_true",
@@ -14,7 +14,7 @@ def add_arguments(p) -> None:
                    help="the second run's forgetting mitigation (default distill; none: one run only)")
 
 
-def run(a) -> int:
+def demo_command(a) -> int:
     from ..demo import main
 
     return main(steps=a.steps, out=a.out, data_dir=a.data_dir, data_only=a.data_only,

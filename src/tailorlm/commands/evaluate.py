@@ -20,28 +20,25 @@ def add_arguments(p) -> None:
                    "model.path=/models/base eval.max_examples=100")
 
 
-def run(a) -> int:
+def eval_command(a) -> int:
     print(json.dumps(evaluate_target(a.target, a.overrides), indent=1))
     return 0
 
 
 def evaluate_target(target: str, overrides: list[str]) -> dict:
     """A run directory: its final model; a config file: the base model it names."""
-    from ..build import build, load_run
     from ..config import load_config
-    from ..data import build_data
-    from ..device import pick_device, resolve_precision
     from ..eval.evaluators import EvalContext, evaluate
     from ..progress import phase
+    from ..run import build, open_run, place
 
     p = Path(target)
     if p.is_dir():
-        cfg, model, tok = load_run(p, overrides=overrides)
-        data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)
+        opened = open_run(p, overrides)
+        cfg, model, data = opened.cfg, opened.model, opened.data
     else:  # data first: a classifier's head is sized by the data's labels
         cfg = load_config(p, overrides)
         model, tok, data = build(cfg)
-    device = pick_device(cfg.train.device)
-    cfg.train.precision = resolve_precision(cfg.train.precision, device)
+    device = place(cfg)   # (train.precision resolved for it)
     with phase("evaluation"):
         return evaluate(model.to(device), EvalContext(cfg, data, device))   # (fewshot, retention: step 0 only)

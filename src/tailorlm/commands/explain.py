@@ -35,10 +35,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="the HTML page (default RUN/explain.html)")
 
 
-def run(a) -> int:
-    from ..build import run_dir_of
+def explain_command(a) -> int:
     from ..probes.attribution import captum_attr
-    from ..runlock import hold_run
+    from ..run.folder import run_dir_of
+    from ..run.lock import hold_run
 
     if a.limit < 1 or a.attribute < 0 or a.steps < 2 or a.samples < 1:
         raise ConfigError("--limit and --samples must be at least 1, --attribute at least 0, --steps at least 2")
@@ -51,15 +51,15 @@ def run(a) -> int:
 
 def _explain(a, run_dir: Path) -> int:
     from ..atomic import write_text
-    from ..build import run_config
     from ..data.formats import Formatter
     from ..models.load import load_tokenizer, resolve
     from ..probes.explain import explain, run_format
     from ..probes.explain_html import page
     from ..probes.inputs import read_inputs
+    from ..run.folder import RunDir
 
     if a.file:
-        cfg = run_config(run_dir, a.overrides)
+        cfg = RunDir(run_dir).config(a.overrides)
         fmt, labels = run_format(run_dir, cfg)
         fm = Formatter(fmt, load_tokenizer(resolve(cfg.model.path), cfg.model.trust_remote_code), cfg.data, labels)
         inputs = read_inputs(a.file, fm, fmt, a.limit)
@@ -67,7 +67,7 @@ def _explain(a, run_dir: Path) -> int:
         inputs = [(a.text, None)]
     rec = explain(run_dir, inputs, method=a.method, target=a.target, overrides=a.overrides, attribute_first=a.attribute,
                   n_steps=a.steps, n_samples=a.samples)
-    out = Path(a.out) if a.out else run_dir / "explain.html"
+    out = Path(a.out) if a.out else RunDir(run_dir).explain_file
     write_text(out, page(rec))
     print(summary_text(rec))
     print(f"wrote {rec['path']} and {out}")

@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
                    "anything else)")
 
 
-def run(a) -> int:
+def export_command(a) -> int:
     from ..export import ParityError, export
 
     try:

@@ -24,21 +24,21 @@ def add_arguments(p) -> None:
                    "greedy decoding)")
 
 
-def run(a) -> int:
+def generate_command(a) -> int:
     print(generate(a.run, a.prompt, a.max_new_tokens, a.overrides))
     return 0
 
 
 def load_target(target: str, overrides: list[str] | None = None):
     """(model, tokenizer): a run directory's final model, or a model folder / embedded name."""
-    from ..build import load_run
     from ..models.defaults import DEFAULT_MODELS
     from ..models.load import load_model
+    from ..run import RunDir, open_run
 
     p = Path(target)
-    if (p / "config.yaml").is_file() or (p.name == "final" and (p.parent / "config.yaml").is_file()):
-        _, model, tok = load_run(p, overrides=overrides)
-        return model, tok
+    if RunDir(p).is_run():   # the run's folder, or its final/
+        opened = open_run(p, overrides)
+        return opened.model, opened.tokenizer
     if target not in DEFAULT_MODELS and not (p / "config.json").is_file():
         what = "is not a run or a model folder" if p.exists() else "does not exist"
         raise MissingError(f"{target} {what}. Fix: name a run directory written by tailorlm train (it holds "

@@ -17,7 +17,7 @@ EXAMPLES = """examples:
   tailorlm methods --model smollm2-135m-instruct     trainable parameters of each, on that model"""
 
 # the pass-through needs a PEFT config; this one stands for "the rest of PEFT" in the table
-EXAMPLES = {"peft": {"config": {"peft_type": "LOHA", "r": 8, "target_modules": "all-linear"}}}
+CONFIG_EXAMPLES = {"peft": {"config": {"peft_type": "LOHA", "r": 8, "target_modules": "all-linear"}}}
 
 
 def summary(m) -> str:
@@ -54,7 +54,7 @@ def table(path: str, task: str = "auto") -> tuple[list[dict], str]:
     total = count(base)[1]
     rows = []
     for name, m in METHODS.items():
-        cfg = m.Config(**EXAMPLES.get(name, {}))
+        cfg = m.Config(**CONFIG_EXAMPLES.get(name, {}))
         try:
             n_train, _ = count(m.apply(copy.deepcopy(base), cfg))
             rows.append({"method": name, "trainable": n_train, "share": n_train / total, "note": summary(m)})
@@ -69,7 +69,7 @@ def add_arguments(p) -> None:
                    help="auto: a classifier for encoders, a language model otherwise")
 
 
-def run(a) -> int:
+def methods_command(a) -> int:
     if a.model is None:
         for name, m in METHODS.items():
             print(f"{name:11s} {summary(m)}")

@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
                    "(default smollm2-135m-instruct)")
 
 
-def run(a) -> int:
+def models_command(a) -> int:
     from ..models.defaults import DEFAULT_MODELS, cache_dir, prepare
 
     if a.action == "list":

@@ -48,7 +48,7 @@ def show(p, human) -> str:
     return "\n".join(lines)
 
 
-def run(a) -> int:
+def plan_command(a) -> int:
     from ..config import ConfigError, load_config
     from ..plan import human, plan
     from .presets import config_argument

@@ -52,7 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("name", nargs="?", help="print this preset's YAML")
 
 
-def run(a) -> int:
+def presets_command(a) -> int:
     if a.name:
         print(preset_path(a.name).read_text(), end="")
         return 0

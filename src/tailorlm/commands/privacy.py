@@ -10,7 +10,6 @@ reached. Results go to RUN/probes/privacy.json (`tailorlm report`).
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 
@@ -33,10 +32,10 @@ def add_arguments(p) -> None:
                    "labels; all of plain text); `prompt` right after the shared head, in the untrained prompt")
 
 
-def run(a) -> int:
-    from ..build import run_dir_of
+def privacy_command(a) -> int:
     from ..errors import ConfigError
-    from ..runlock import hold_run
+    from ..run.folder import run_dir_of
+    from ..run.lock import hold_run
 
     if (a.k is not None and a.k < 1) or (a.m is not None and a.m < 1) or a.max_examples < 2:
         raise ConfigError("tailorlm privacy: --k and --m must be at least 1, --max-examples at least 2")
@@ -46,17 +45,15 @@ def run(a) -> int:
 
 
 def _probe(a, run_dir: Path) -> int:
-    from ..build import load_run
-    from ..data import build_data
-    from ..device import pick_device, resolve_precision
     from ..probes.canaries import Canaries
     from ..probes.privacy import privacy_probe
     from ..probes.store import write_probe
+    from ..run import open_run
 
-    cfg, model, tok = load_run(run_dir, overrides=a.overrides)
-    data = build_data(cfg.data, tok, cfg.train.seed, task=cfg.model.task)   # the user's rows only: no canary
-    device = pick_device(cfg.train.device)
-    cfg.train.precision = resolve_precision(cfg.train.precision, device)
+    opened = open_run(run_dir, a.overrides)
+    cfg, model = opened.cfg, opened.model
+    data = opened.data   # the user's rows only: no canary
+    device = opened.device
     canaries = Canaries.load(run_dir)
     k, m = a.k or cfg.privacy.prefix_tokens, a.m or cfg.privacy.suffix_tokens
     rows, warnings, extra = privacy_probe(model.to(device), cfg, data, canaries, k=k, m=m, n=a.max_examples,
@@ -78,10 +75,12 @@ def _probe(a, run_dir: Path) -> int:
 def final_step(run_dir: Path, cfg) -> int | None:
     """The step final/ holds: the best evaluation's (summary.json best_step, with eval.keep_best) or
     the last; None when the run wrote no summary.json."""
-    path = Path(run_dir) / "summary.json"
-    if not path.is_file():
+    from ..run.folder import RunDir
+
+    run = RunDir.at(run_dir)
+    if not run.summary_file.is_file():
         return None
-    s = json.loads(path.read_text())
+    s = run.summary(required=True)
     return s["best_step"] if cfg.eval.keep_best and s.get("best_step") is not None else s.get("steps")
 
 

@@ -15,15 +15,16 @@ def add_arguments(p) -> None:
                    "./report.html for several)")
 
 
-def run(a) -> int:
+def report_command(a) -> int:
     """Where the page lands in a run folder (RUN/report.html by default), that run's lock is taken: a
     run another process is training writes its own page, and --out puts this one elsewhere."""
     from pathlib import Path
 
     from ..report.page import write_report
-    from ..runlock import hold_run
+    from ..run.folder import RunDir
+    from ..run.lock import hold_run
 
-    page = Path(a.out) if a.out else (Path(a.runs[0]) / "report.html" if len(a.runs) == 1 else None)
+    page = Path(a.out) if a.out else (RunDir.at(a.runs[0]).report_file if len(a.runs) == 1 else None)
     with hold_run(page.parent, fix=", or --out FILE to write the page elsewhere") if page else nullcontext():
         print(write_report(a.runs, a.out))
     return 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 HELP = "fine-tune a model from a config"
 EXAMPLES = """examples:
@@ -23,23 +22,24 @@ def add_arguments(p) -> None:
                    "and errors only")
 
 
-def run(a) -> int:
+def train_command(a) -> int:
     from ..config import ConfigError, load_config
+    from ..run.folder import RunDir
     from ..train import train
     from .presets import config_argument
 
     if a.config and "=" in a.config:  # `train --resume RUN key=value`: no config file given
         a.overrides, a.config = [a.config, *a.overrides], None
     a.config = config_argument(a.config, a.preset)
+    if a.no_plan_check:   # an override like any other, validated with the rest
+        a.overrides = [*a.overrides, "train.plan_check=false"]
     if a.resume:
-        cfg = load_config(Path(a.resume) / "config.yaml", a.overrides + [f"output.dir={a.resume}"])
+        cfg = load_config(RunDir.at(a.resume).config_file, a.overrides + [f"output.dir={a.resume}"])
     elif a.config is None:
         raise ConfigError("train needs a config file, --preset NAME or --resume RUN. Fix: tailorlm presets lists "
                           "the presets")
     else:
         cfg = load_config(a.config, a.overrides)
-    if a.no_plan_check:
-        cfg.train.plan_check = False
     summary = train(cfg, resume=bool(a.resume), quiet=a.quiet)
     if os.environ.get("RANK", "0") != "0":   # under torchrun, rank 0 speaks for the job
         return 0

@@ -3,10 +3,10 @@
     trainable_params   parameters with requires_grad on the model rebuilt from final/ (methods.count)
     artifact_bytes     the *.safetensors files in final/: the adapter, or the whole model for full FT
     final_bytes        every file in final/ (tokenizer, configs, model card included)
-    peak_rss_bytes     the training window's peak resident memory (PeakMemory below; VmHWM reset when the
-                       first step starts), the largest over the run's processes; on CUDA, peak_cuda_bytes
+    peak_rss_bytes     the training window's peak resident memory (PeakMemory below, device.PeakMeter: VmHWM
+                       reset when the first step starts), the largest over the run's processes; on CUDA, peak_cuda_bytes
                        (torch.cuda.max_memory_allocated over the same window)
-    train_time_s, tokens_per_s   from summary.json (seconds inside optimiser steps, summed over resumes;
+    train_time_s, tokens_per_s   from summary.json (seconds inside optimizer steps, summed over resumes;
                        the examples' own tokens per second, padding not counted)
     latency_ms         one forward of a held-out prompt (batch 1, the next token's logits), the median of
     latency_merged_ms  `repeats` passes over the same `prompts` held-out rows, per prompt: the model as
@@ -15,48 +15,35 @@
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from ..atomic import read_jsonl
-from ..build import load_run
-from ..device import autocast, pick_device, proc_status
+from ..device import PeakMeter, autocast
 from ..export.parity import held_out_prompts
 from ..methods import METHODS, NotMergeable, count
+from ..run import RunDir, open_run
 from ..train import Callback
 
 
 class PeakMemory(Callback):
     """Named in train.callbacks by the compare: resets the peak when training starts and logs
-    {"peak_memory": {...}} to metrics.jsonl when it ends (finished, stopped or interrupted)."""
+    {"peak_memory": {...}} to metrics.jsonl when it ends (finished, stopped or interrupted).
+    The meter is device.PeakMeter; where its reset is refused the peak is the process-wide one."""
 
     def on_start(self, run) -> None:
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")            # resets VmHWM to the current RSS (Linux >= 4.0)
-            self.reset = True
-        except OSError:
-            self.reset = False           # elsewhere: the process-wide peak, loading included
-        if run.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        self.meter = PeakMeter(run.device)
+        self.meter.start()
 
     def on_train_end(self, run) -> None:
-        rec = {"peak_rss_bytes": _vm("VmHWM"), "window": "training" if getattr(self, "reset", False) else "process"}
-        if run.device == "cuda":
-            rec["peak_cuda_bytes"] = torch.cuda.max_memory_allocated()
+        meter = getattr(self, "meter", None) or PeakMeter(run.device)
+        peak = meter.peak()
+        rec = {"peak_rss_bytes": peak["peak_rss"], "window": "training" if meter.reset else "process"}
+        if "peak_cuda_alloc" in peak:
+            rec["peak_cuda_bytes"] = peak["peak_cuda_alloc"]
         run.log({"peak_memory": rec})
-
-
-def _vm(key: str) -> int | None:
-    if (found := proc_status(key).get(key)) is not None:
-        return found
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # (Linux reports KiB)
 
 
 def folder_bytes(folder: Path, pattern: str = "*") -> int:
@@ -88,7 +75,7 @@ def latency_ms(model, prompts: list[list[int]], device: str, precision: str, rep
 
 def peak_memory(run_dir: Path) -> dict:
     """The largest training-window peak over the run's processes (metrics.jsonl's peak_memory records)."""
-    recs = [r["peak_memory"] for r in read_jsonl(run_dir / "metrics.jsonl") if "peak_memory" in r]
+    recs = [r["peak_memory"] for r in RunDir.at(run_dir).metrics() if "peak_memory" in r]
     out = {}
     for key in ("peak_rss_bytes", "peak_cuda_bytes"):
         vals = [r[key] for r in recs if r.get(key) is not None]
@@ -98,18 +85,17 @@ def peak_memory(run_dir: Path) -> dict:
 
 def measure_run(run_dir: str | Path, *, prompts: int = 8, repeats: int = 3) -> dict:
     """Every cost figure of one finished run (see the module's docstring)."""
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    cfg, model, tok = load_run(run_dir)
-    device, before = pick_device(cfg.train.device), torch.get_num_threads()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    run = RunDir.at(run_dir)
+    summary = run.summary(required=True)
+    opened = open_run(run.path, threads=True)   # train.threads for the timings; restored after
+    cfg, model, tok = opened.cfg, opened.model, opened.tokenizer
     try:
+        device = opened.device
         model.to(device)
         ids, source = held_out_prompts(cfg, tok, prompts)
         out = {"trainable_params": count(model)[0], "total_params": count(model)[1],
-               "artifact_bytes": folder_bytes(run_dir / "final", "*.safetensors"),
-               "final_bytes": folder_bytes(run_dir / "final"), **peak_memory(run_dir),
+               "artifact_bytes": folder_bytes(run.final, "*.safetensors"),
+               "final_bytes": folder_bytes(run.final), **peak_memory(run.path),
                "train_time_s": summary.get("train_time_s"), "tokens_per_s": summary.get("tokens_per_s"),
                "summary_wall_time_s": summary.get("wall_time_s"),
                "latency_ms": latency_ms(model, ids, device, cfg.train.precision, repeats),
@@ -120,5 +106,5 @@ def measure_run(run_dir: str | Path, *, prompts: int = 8, repeats: int = 3) -> d
         except NotMergeable:
             out["latency_merged_ms"] = None
     finally:
-        torch.set_num_threads(before)
+        opened.restore_threads()
     return out

@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 
 from ..atomic import write_text
-from ..report.style import STYLE
+from ..html_page import STYLE, page
 from ..report.svg import line_chart, scatter_chart
 from .table import FRONTS, PAIR_FIELDS
 
@@ -147,7 +147,5 @@ def write_page(out: dict, path: Path) -> None:
                   pairs_table(out, size),
                   "<h2>Pareto: gain against forgetting and cost</h2>", charts(out, size)]
     parts.append(by_size(out))
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>tailorlm compare</title><style>{STYLE}"
-           ".charts{display:flex;flex-wrap:wrap;gap:10px}small{color:#666}</style></head><body>"
-           + "".join(parts) + "</body></html>")
-    write_text(path, doc)
+    write_text(path, page("tailorlm compare", "".join(parts),
+                          STYLE + ".charts{display:flex;flex-wrap:wrap;gap:10px}small{color:#666}"))

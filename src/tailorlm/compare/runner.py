@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..errors import TailorError
-from ..runlock import hold
+from ..run.folder import RunDir
+from ..run.lock import hold
 from . import table
 from .grid import RunSpec
 from .measure import measure_run
@@ -39,9 +40,10 @@ class RunFailed(TailorError):
 def status(run_dir: Path) -> str:
     """done (final/ and summary.json), resume (a started run without them: its config.yaml is there)
     or fresh (nothing, or a start killed before it wrote its config: train starts it again in place)."""
-    if (run_dir / "final").is_dir() and (run_dir / "summary.json").is_file():
+    run = RunDir.at(run_dir)
+    if run.is_finished():
         return "done"
-    return "resume" if (run_dir / "config.yaml").is_file() else "fresh"
+    return "resume" if run.is_run() else "fresh"
 
 
 def train_command(spec: RunSpec, run_dir: Path, resume: bool) -> list[str]:
@@ -138,10 +140,11 @@ def _run_compare(runs: list[RunSpec], root: Path, metric: str, say) -> dict:
 
 
 def _row(spec: RunSpec, run_dir: Path, meas: dict, metric: str, root: Path) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run = RunDir.at(run_dir)
+    summary = run.summary(required=True)
     walls = [a["wall_s"] for a in meas.get("attempts", [])]
     rss = [a["maxrss_bytes"] for a in meas.get("attempts", [])]
-    report = run_dir / "report.html"
+    report = run.report_file
     row = {"name": spec.name, "label": spec.label, "method": spec.method, "seed": spec.seed, "size": spec.size,
             "dir": str(run_dir.relative_to(root)),
             "report": str(report.relative_to(root)) if report.is_file() else None,
@@ -155,9 +158,7 @@ def _row(spec: RunSpec, run_dir: Path, meas: dict, metric: str, root: Path) -> d
 
 
 def _seed(run_dir: Path) -> int | None:
-    import yaml
-
-    return ((yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train") or {}).get("seed")
+    return (RunDir.at(run_dir).config_raw().get("train") or {}).get("seed")
 
 
 def _brief(r: dict) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..train import Callback
+from ..train.view import RunView
 from .stages import Stage
 
 
@@ -139,7 +140,7 @@ class Orthogonal(Callback):
     def __init__(self, new: str, weight: float, lambda2: float = 0.0):
         self.new, self.weight, self.lambda2, self.pairs = new, weight, lambda2, []
 
-    def on_start(self, run) -> None:
+    def on_start(self, run: RunView) -> None:
         """Per LoRA layer: (A_new, B_new, [earlier A's]), the live parameters (not copies)."""
         self.pairs = []
         for m in run.model.modules():
@@ -147,7 +148,8 @@ class Orthogonal(Callback):
             if a is not None and self.new in a:
                 self.pairs.append((a[self.new].weight, b[self.new].weight, [a[k].weight for k in a if k != self.new]))
 
-    def extra_loss(self, run):
+    def extra_loss(self, run: RunView):
+        """The penalty as a tensor (train/callbacks.py's one loss seam: logged as `extra_loss`)."""
         if not self.pairs:
             return None
         orth = torch.stack([orthogonality(a, olds) for a, _, olds in self.pairs]).sum()

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from ..eval.specs import find
-from ..report.style import STYLE
+from ..html_page import page
 from .metrics import by_unit
 
 
@@ -95,5 +95,4 @@ def write_report(out: dict, path: Path) -> None:
             f'<tr><td class="name">{html.escape(k)}</td><td>'
             + ", ".join(f"{n} {v:.3f}" for n, v in scores.items()) + "</td></tr>" for k, scores in refs.items())
             + "</table>")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>continual</title><style>{STYLE}"
-                    f"</style></head><body>{''.join(parts)}</body></html>")
+    path.write_text(page("continual", "".join(parts)))

@@ -5,24 +5,25 @@ every stage, resumable at the stage and step where it stopped.
     PLAN/order-<k>/01-<stage>/ ...                     one ordinary run per stage (config, checkpoints, final/)
     PLAN/order-<k>/matrix.json                         R (row 0: the base model), the probe after each stage
     PLAN/continual.json                                the summary: metrics per order, mean and spread
+
+(the folder's names and its atomic writes: run/continual_dir.py)
 """
 from __future__ import annotations
 
 import copy
-import json
 import random
 import statistics
 from pathlib import Path
 
-from ..build import load_base, load_run, tokenizer_for
+from ..build import load_base, tokenizer_for
 from ..config import load_config
-from ..device import pick_device, resolve_precision
 from ..errors import ConfigError
 from ..progress import phase, quiet as quiet_progress
 from ..retention.session import Retention
-from ..runlock import hold
+from ..run import RunDir, open_run, place
+from ..run.continual_dir import ContinualDir
+from ..run.lock import hold
 from ..train import Callback, train
-from ..atomic import write_text
 from .metrics import by_unit, metric_keys
 from .report import write_report
 from .plan import PlanConfig, out_dir, stage_order
@@ -51,8 +52,9 @@ def _run_plan(plan: PlanConfig, root: Path, quiet: bool, say) -> dict:
            "references": references(plan, stages, root, tok, quiet)}
     if plan.strategy.name == "adapter_per_task":
         out["note"] = "adapter_per_task scores each task with its own adapter: it uses the task's identity at inference"
-    write_text(root / "continual.json", json.dumps(out, indent=1))
-    write_report(out, root / "continual.html")
+    plan_dir = ContinualDir(root)
+    plan_dir.write_summary(out)
+    write_report(out, plan_dir.page_file)
     say(table(out))
     return out
 
@@ -92,15 +94,14 @@ def stage_config(plan: PlanConfig, strat, t: int, stage: Stage, run_dir: Path, p
 def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: Path, tok, quiet: bool, say) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     strat = STRATEGIES[plan.strategy.name](plan.strategy, folder)
-    mfile = folder / "matrix.json"
     names = [stages[i].name for i in order]
-    state = json.loads(mfile.read_text()) if mfile.is_file() else {"order": names, "R": [], "probe": []}
+    state = ContinualDir.read_matrix(folder) or {"order": names, "R": [], "probe": []}
     state["units"] = [stages[i].metric for i in order]   # each column's unit: like units only are averaged
     if len(state["R"]) > len(order):   # finished earlier: read back, no model loaded
         return _result(state)
     cfg0 = load_config(raw={**copy.deepcopy(plan.base), "data": stages[order[0]].data})
-    device = pick_device(cfg0.train.device)
-    precision = resolve_precision(cfg0.train.precision, device)
+    device = place(cfg0)   # (the plan's base config: every stage is scored alike)
+    precision = cfg0.train.precision
     n = cfg0.eval.max_examples
     scorer = lambda m, i: score(m.to(device), stages[order[i]], tok, device=device, precision=precision, n=n)  # noqa: E731
     base = load_base(cfg0, tokenizer=tok)[0].to(device)
@@ -112,18 +113,19 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
         with phase(f"{folder.name}: the base model on every task"):
             state["R"].append([scorer(base, i) for i in range(len(order))])
         state["probe"].append({"ref_nll_change": 0.0, "kl_to_base": 0.0})
-        write_text(mfile, json.dumps(state, indent=1))
+        ContinualDir.write_matrix(folder, state)
     prev = None
     for t, si in enumerate(order, 1):
-        run_dir = folder / f"{t:02d}-{stages[si].name}"
+        run_dir = ContinualDir.stage(folder, t, stages[si].name).path
         if len(state["R"]) <= t:
             model = _train_stage(plan, strat, t, stages[si], run_dir, prev, tok, quiet)
-            load = lambda i: base if i is None else load_run(folder / f"{i + 1:02d}-{names[i]}")[1]  # noqa: E731
+            stage_run = lambda i: ContinualDir.stage(folder, i + 1, names[i]).path  # noqa: E731
+            load = lambda i: base if i is None else open_run(stage_run(i)).model  # noqa: E731
             with phase(f"{folder.name}: stage {t} on every task"):
                 state["R"].append([scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
                 m = strat.eval_model(t, t - 1, model, load)
                 state["probe"].append({k: probe.measure(m)[k] for k in ("ref_nll_change", "kl_to_base")})
-            write_text(mfile, json.dumps(state, indent=1))
+            ContinualDir.write_matrix(folder, state)
             say(f"[continual] {folder.name} stage {t} ({stages[si].name}): R[{t}] = "
                 + ", ".join(f"{x:.3f}" for x in state["R"][t]))
         prev = run_dir
@@ -139,7 +141,7 @@ def _train_stage(plan, strat, t: int, stage: Stage, run_dir: Path, prev, tok, qu
     """One stage as an ordinary run; resumed from its last checkpoint when it was cut short."""
     cfg = stage_config(plan, strat, t, stage, run_dir, prev)
     cap = _Capture(lambda model, c: strat.after_stage(t, stage, model, c, tok))
-    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step-*"))
+    resume = RunDir.at(run_dir).has_checkpoints()
     train(cfg, resume=resume, quiet=quiet, model=strat.start_model(t, cfg), callbacks=[cap, *strat.callbacks(t, stage)])
     return cap.model
 
@@ -169,10 +171,9 @@ def references(plan: PlanConfig, stages: list[Stage], root: Path, tok, quiet: bo
 
 def _score_all(model, plan: PlanConfig, stages: list[Stage], tok) -> dict:
     cfg = load_config(raw={**copy.deepcopy(plan.base), "data": stages[0].data})
-    device = pick_device(cfg.train.device)
-    precision = resolve_precision(cfg.train.precision, device)
-    return {s.name: score(model.to(device), s, tok, device=device, precision=precision, n=cfg.eval.max_examples)
-            for s in stages}
+    device = place(cfg)
+    return {s.name: score(model.to(device), s, tok, device=device, precision=cfg.train.precision,
+                          n=cfg.eval.max_examples) for s in stages}
 
 
 def aggregate(orders: list[dict]) -> dict:

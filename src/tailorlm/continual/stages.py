@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_text
 from ..config import DataConfig
 from ..data import Formatter, detect_format, read_rows, split_rows
 from ..data.tokenize import tokenize_rows
@@ -78,7 +79,7 @@ def _as_instruction(fm: Formatter):
 
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Rows as JSONL, without the reader's bookkeeping (_file, _line, _replayed, ...)."""
-    path.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n" for r in rows))
 
 
 def stage_rows(stage: Stage, which: str = "heldout") -> list[dict]:

@@ -23,11 +23,13 @@ import json
 import random
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from ..atomic import write_bytes, write_text
 from ..data.batching import Order
 from ..retention import regularizers as reg
 from ..train import Callback
+from ..train.view import RunView
 from .olora import AdapterPerTask, OLoRA
 from .stages import Stage
 
@@ -84,7 +86,7 @@ class Reservoir:
 
     def save(self) -> None:
         st = self.rng.getstate()
-        self.path.write_text(json.dumps({"seen": self.seen, "items": self.items, "rng": [st[0], list(st[1]), st[2]]}))
+        write_text(self.path, json.dumps({"seen": self.seen, "items": self.items, "rng": [st[0], list(st[1]), st[2]]}))
 
 
 class Replay(Naive):
@@ -126,8 +128,8 @@ class Anchored(Naive):
         from ..data import build_data
 
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        save_file({n: p.detach().float().contiguous().cpu() for n, p in params.items()},
-                  str(self.folder / "anchor.safetensors"))
+        write_bytes(self.folder / "anchor.safetensors",   # (atomic: a kill leaves the previous stage's)
+                    save({n: p.detach().float().contiguous().cpu() for n, p in params.items()}))
         if self.s.name != "ewc":
             return
         data = build_data(DataConfig(**{**stage.data, "val": None}), tok, seed=self.s.seed)
@@ -138,14 +140,17 @@ class Anchored(Naive):
         if path.is_file():   # online EWC: the earlier stages' importance decays, the new one adds
             old = load_file(str(path))
             f = {n: self.s.decay * old[n] + v for n, v in f.items()}
-        save_file({n: v.contiguous().cpu() for n, v in f.items()}, str(path))
+        write_bytes(path, save({n: v.contiguous().cpu() for n, v in f.items()}))
 
 
 class AnchorPenalty(Callback):
+    """EWC / L2-SP toward the previous stage's end, through the one loss seam (train/callbacks.py
+    extra_loss: a tensor, logged as `extra_loss`); `run` is a train.view.RunView."""
+
     def __init__(self, anchor: dict, fisher: dict | None, weight: float):
         self.anchor, self.fisher, self.weight = anchor, fisher, weight
 
-    def extra_loss(self, run):
+    def extra_loss(self, run: RunView):
         params = {n: p for n, p in run.params.items() if n in self.anchor}
         anchor = {n: a.to(params[n].device) for n, a in self.anchor.items() if n in params}
         if self.fisher is None:
@@ -162,19 +167,21 @@ class Distill(Naive):
 
 
 class PreviousTeacher(Callback):
+    """Distillation from the previous stage's model on this stage's inputs, as AnchorPenalty's seam."""
+
     def __init__(self, weight: float, temperature: float, seed: int):
         self.weight, self.temperature, self.seed, self.teacher = weight, temperature, seed, None
 
-    def on_start(self, run) -> None:
+    def on_start(self, run: RunView) -> None:
         """The model as the stage starts is the previous stage's end (a resumed stage rebuilds it from
         the previous stage's final/, not from the resumed weights)."""
-        from ..build import load_run
+        from ..run import open_run
 
-        _, prev, _ = load_run(run.cfg.model.init_from)
+        prev = open_run(run.cfg.model.init_from).model
         self.teacher = prev.to(run.device).requires_grad_(False).eval()
         self.order = Order(len(run.data.train), max(1, run.cfg.train.batch_size // 2), self.seed)
 
-    def extra_loss(self, run):
+    def extra_loss(self, run: RunView):
         batch = run.make_batch([run.data.train[i] for i in self.order.micro_batch(run.step)]).to(run.device)
         return reg.distill(run.model, self.teacher, batch, self.weight, self.temperature)
 

@@ -20,6 +20,22 @@ from .read import DataError, Problem, files_label
 FORMATS = ("text", "instruction", "chat", "classification")
 ROLES = ("assistant", "system", "tool", "user")
 ROW_FIX = "Fix: correct the row, or set data.on_error: skip (skipped rows are counted)"
+# The column each field role is read from while its data.*_field is unset: the one copy of these defaults
+# (the audit's row layout reads them too). Alpaca rows (instruction, optional input, output) are read when
+# data.prompt_field is unset and the row has an instruction field; their output goes through response_field.
+DEFAULT_FIELDS = {"text": "text", "label": "label", "prompt": "prompt", "response": "response",
+                  "instruction": "instruction", "input": "input", "output": "output", "messages": "messages"}
+FIELD_KEYS = {"text": "text_field", "prompt": "prompt_field", "response": "response_field",
+              "label": "label_field", "messages": "messages_field"}   # role -> the DataConfig key naming its column
+
+
+def configured_fields(dcfg) -> dict[str, str]:
+    """The columns the config names (role -> column), for the roles whose data.*_field is set; Alpaca's
+    output is read through response_field too."""
+    cols = {role: getattr(dcfg, key) for role, key in FIELD_KEYS.items() if getattr(dcfg, key)}
+    if dcfg.response_field:
+        cols["output"] = dcfg.response_field
+    return cols
 
 
 class RowError(DataError):
@@ -111,18 +127,20 @@ def content_response(row: dict, fmt: str, dcfg) -> tuple[str, str]:
     """(user content, response) of an instruction or classification row: what the prompt template
     wraps, before it is wrapped, and the trained target."""
     if fmt == "classification":
-        return field_text(row, dcfg.text_field or "text"), field_text(row, dcfg.label_field or "label", label=True)
+        return field_text(row, dcfg.text_field or DEFAULT_FIELDS["text"]), field_text(
+            row, dcfg.label_field or DEFAULT_FIELDS["label"], label=True)
     if dcfg.prompt_field is None and "instruction" in row:  # Alpaca: instruction + optional input
         prompt = field_text(row, "instruction")
         extra = row.get("input")
         if extra is not None and (not isinstance(extra, str) or extra.strip()):
             prompt += "\n\n" + field_text(row, "input")
-        return prompt, field_text(row, dcfg.response_field or "output")
-    return field_text(row, dcfg.prompt_field or "prompt"), field_text(row, dcfg.response_field or "response")
+        return prompt, field_text(row, dcfg.response_field or DEFAULT_FIELDS["output"])
+    return (field_text(row, dcfg.prompt_field or DEFAULT_FIELDS["prompt"]),
+            field_text(row, dcfg.response_field or DEFAULT_FIELDS["response"]))
 
 
 def text_of(row: dict, dcfg) -> str:
-    return field_text(row, dcfg.text_field or "text")
+    return field_text(row, dcfg.text_field or DEFAULT_FIELDS["text"])
 
 
 def messages_of(row: dict, dcfg) -> list[dict]:

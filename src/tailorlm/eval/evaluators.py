@@ -19,15 +19,9 @@ evaluator returns {} where it does not apply (accuracy on text data, generation 
                 2020), the baseline tuning must beat                            eval/tasks.py
     retention   forgetting on general text: reference NLL, its change from the base, and
                 KL(base || tuned) at fixed positions                            retention/probe.py
-    canaries    privacy.canaries: mean exposure per repetition level and of never-inserted secrets
-                (Carlini et al. 2019); on by default, {} unless canaries are configured
-    membership  membership-inference AUC, training vs held-out sample: NLL_tuned - NLL_base and
-                NLL alone (`mia_auc`, `mia_loss_auc`)
-    extraction  discoverable extraction rates, training vs held-out (Carlini et al. 2022)
-                                                                                probes/privacy_eval.py
-    bias, flips stereotype-pair bias (CrowS-Pairs / BBQ) and counterfactual flip rate, base beside
-                tuned with a paired interval; `bias_warning` / `flips_warning` past bias.threshold
-                                                                                probes/bias_eval.py
+    canaries, membership, extraction, bias, flips
+                the privacy and bias probes: registered by probes/evaluators.py, a module named in
+                PLUGINS and imported on the registry's first lookup (eval does not import the probes)
 
 An evaluator with no data to score returns {} (an empty validation set has no loss, not loss 0).
 A user's evaluator plugs in without editing tailorlm: `register("name", fn, {metric: MetricSpec(...)})`,
@@ -50,8 +44,7 @@ import torch
 
 from ..atomic import append_lines
 from ..errors import ConfigError
-from ..probes.bias_eval import bias_scores, flip_scores
-from ..probes.privacy_eval import canary_scores, extraction_scores, membership_scores
+from ..run import RunDir
 from .generate import generation_eval
 from .metrics import val_loss
 from .specs import METRICS, MetricSpec, find, is_number, register_metrics
@@ -68,7 +61,7 @@ class EvalContext:
     probe: Optional[Any] = None
     base: bool = False            # True while scoring the base model at step 0
     run_dir: Optional[Path] = None   # a run's directory (rank 0 only): evaluators may write files there
-    step: int = 0                 # the step being scored (kept by the loop's metrics logger)
+    step: int = 0                 # the step being scored (set by the loop after each step)
     samples: list = field(default_factory=list)   # the latest generations: {step, prompt, reference, generated}
 
     def held_out(self, n: int) -> list[dict]:
@@ -110,7 +103,7 @@ def generation_scores(model, ctx: EvalContext) -> dict:
     ctx.samples = [{"step": 0 if ctx.base else ctx.step, **s} for s in samples]
     if ctx.run_dir is not None:   # (whole lines or none; a full disk is said once and the run goes on)
         lines = [json.dumps(s, ensure_ascii=False) + "\n" for s in ctx.samples]
-        append_lines(Path(ctx.run_dir) / "samples.jsonl", lines,
+        append_lines(RunDir.at(ctx.run_dir).samples_file, lines,
                      "these generations are not kept there (the console shows some); training goes on")
     return scores
 
@@ -161,31 +154,23 @@ register("retention", retention_scores, {
     "ref_nll": MetricSpec("lower", doc="NLL of general reference text", **NATS),
     "ref_nll_change": MetricSpec("lower", "nats/token", delta=False, doc="ref_nll - the base model's"),
     "kl_to_base": MetricSpec("lower", delta=False, doc="KL(base || tuned) per token", **NATS)})
-# privacy: probes/privacy_eval.py (Carlini et al. 2019, 2022)
-register("canaries", canary_scores, {
-    "exposure_*x": MetricSpec("lower", "bits", 0.0, doc="mean exposure of canaries inserted k times"),
-    "exposure_never": MetricSpec("info", "bits", 0.0, doc="control: never-inserted canaries (chance ~1.44)")})
-register("membership", membership_scores, {
-    "mia_auc": MetricSpec("target", "AUC", 0.0, 1.0, target=0.5, doc="reference attack; 0.5: no signal"),
-    "mia_loss_auc": MetricSpec("target", "AUC", 0.0, 1.0, target=0.5, doc="loss attack; 0.5: no signal")})
-register("extraction", extraction_scores, {
-    "extraction_train": MetricSpec("lower", doc="training suffixes reproduced exactly", **FRACTION),
-    "extraction_heldout": MetricSpec("info", doc="control: held-out suffixes reproduced", **FRACTION),
-    "extraction_gap": MetricSpec("lower", "fraction", -1.0, 1.0, doc="train - held-out rate")})
-# bias: probes/bias_eval.py (CrowS-Pairs, BBQ; counterfactual flips)
-register("bias", bias_scores, {
-    "bias_stereo_share": MetricSpec("target", "fraction", 0.0, 1.0, target=0.5, doc="CrowS-Pairs"),
-    "bias_score": MetricSpec("lower", "fraction", 0.0, 0.5, doc="|stereotype share - 0.5|"),
-    "bias_ll_diff": MetricSpec("lower", "nats", 0.0, doc="mean |LL(more) - LL(less)|"),
-    "bias_s_dis": MetricSpec("target", "score", -1.0, 1.0, target=0.0, doc="BBQ disambiguated bias score"),
-    "bias_s_amb": MetricSpec("target", "score", -1.0, 1.0, target=0.0, doc="BBQ ambiguous bias score")})
-register("flips", flip_scores, {
-    "flip_rate": MetricSpec("lower", doc="held-out rows whose label flips under a swap", **FRACTION),
-    "flip_dp": MetricSpec("lower", doc="mean |dp(label)| under a swap", **FRACTION)})
+
+
+# Modules that register evaluators into this registry from above it, imported by name on the first lookup
+# (resolve, specs.find): the registry stays below what plugs into it, and every caller still finds them
+# (training imports them outright: train/setup.py).
+PLUGINS = ["tailorlm.probes.evaluators"]
+
+
+def load_plugins() -> None:
+    """Import each module in PLUGINS once; importing it registers its evaluators."""
+    while PLUGINS:
+        importlib.import_module(PLUGINS.pop(0))
 
 
 def resolve(names: list[str]) -> list[tuple[str, Evaluator]]:
     """(name, function) for each of `names`: a registry entry or an import path "module:function"."""
+    load_plugins()
     out = []
     for name in names:
         if name in EVALUATORS:

@@ -101,7 +101,8 @@ def declares(**specs: MetricSpec):
 
 def find(name: str) -> Optional[MetricSpec]:
     """The spec of `name` (an exact entry first, then a glob), or None."""
-    from . import evaluators  # noqa: F401  (the built-in evaluators register their metrics on import)
+    from . import evaluators   # (the built-in evaluators register their metrics on import, the plugins' on load)
+    evaluators.load_plugins()
     if name in METRICS:
         return METRICS[name]
     for pat, s in METRICS.items():

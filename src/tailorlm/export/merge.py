@@ -49,13 +49,15 @@ def export(run_dir: str | Path, out: str | Path, mode: str = "merge", *, atol: f
     """Export and check; returns the parity report (with `mode` as actually written). `overrides`
     apply to the run's stored config before its model loads; `fallback`: an unmergeable method's
     --merge writes its adapter instead of failing."""
-    from ..build import load_run, run_config, run_dir_of
+    from ..run import RunDir, open_run
 
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
-    run_dir, out = Path(run_dir), Path(out)
-    run_config(run_dir, overrides)                 # a run that is not there fails before anything is touched
-    check_out(run_dir_of(run_dir), out, overwrite)
-    cfg, model, tok = load_run(run_dir, overrides=overrides)
+    run, out = RunDir(run_dir), Path(out)
+    run.config(overrides)                          # a run that is not there fails before anything is touched
+    check_out(run.path, out, overwrite)
+    opened = open_run(run_dir, overrides)
+    cfg, model, tok = opened.cfg, opened.model, opened.tokenizer
+    del opened   # (no second reference: the model is freed below, before the reloaded export is run)
     if atol is None:   # fp32 merges agree to rounding; bf16 weights round every merged product
         atol = 1e-3 if cfg.model.dtype == "fp32" else 5e-2
     prompts, source = held_out_prompts(cfg, tok, n_prompts)
@@ -71,7 +73,7 @@ def export(run_dir: str | Path, out: str | Path, mode: str = "merge", *, atol: f
         if not rep["ok"]:
             raise ParityError(f"the export does not reproduce the run's model ({describe(rep, source)}); "
                               f"nothing was written to {out}")
-        write_text(tmp / MARKER, json.dumps({"tool": "tailorlm", "run": str(run_dir_of(run_dir).resolve()),
+        write_text(tmp / MARKER, json.dumps({"tool": "tailorlm", "run": str(run.path.resolve()),
                                              "mode": mode, "files": sorted(p.name for p in tmp.iterdir())}))
         replace_dir(tmp, out)
     finally:

@@ -1,8 +1,9 @@
 """The method registry: one file per method, one line here.
 
 Every method module satisfies the typed contract `Method` (methods/base.py: Config, apply, save,
-load, merge, disabled), so the loop, checkpointing, retention and export never ask which method
-they run.
+load, merge, disabled, trains_base_weights, footprint), so the loop, checkpointing, retention, export
+and the planner never ask which method they run; a method's Config fields describe themselves (the
+README's config table prints them).
 
 A method owns which parameters are its own by setting requires_grad; `trainable(model)` below is
 therefore the same function for every method. What a method does to the input sequence (virtual
@@ -15,6 +16,7 @@ import torch
 
 from . import bottleneck, full, ia3, lora, peft, prefix, prompt
 from .base import Method, MethodConfig, NotMergeable, SequenceLayout, sequence_layout, task_of
+from .footprint import Footprint, count
 
 METHODS: dict[str, Method] = {
     "full": full,
@@ -33,17 +35,5 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def count(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; tied weights counted once."""
-    seen, total, train = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        train += p.numel() if p.requires_grad else 0
-    return train, total
-
-
-__all__ = ["METHODS", "METHOD_CONFIGS", "Method", "MethodConfig", "NotMergeable", "SequenceLayout", "count",
-           "sequence_layout", "task_of", "trainable"]
+__all__ = ["METHODS", "METHOD_CONFIGS", "Footprint", "Method", "MethodConfig", "NotMergeable", "SequenceLayout",
+           "count", "sequence_layout", "task_of", "trainable"]

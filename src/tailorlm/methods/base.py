@@ -10,6 +10,8 @@ from typing import ContextManager, Optional, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from .footprint import Footprint
+
 
 class MethodConfig(BaseModel):
     """The strict base of every method's config: unknown keys fail (with the config's "did you mean")."""
@@ -18,7 +20,7 @@ class MethodConfig(BaseModel):
 
 @runtime_checkable
 class Method(Protocol):
-    """What the loop, checkpoints, retention and export know of a method (one module per method):
+    """What the loop, checkpoints, retention, export and the planner know of a method (one module per method):
 
         Config                     its pydantic config, a MethodConfig with `name: Literal[...]`
         apply(model, cfg)          -> the model with the method's own parameters (and nothing else)
@@ -33,14 +35,26 @@ class Method(Protocol):
         disabled(model)            -> a context inside which the model computes the base model's
                                    function (adapters switched off), or None where the method changes
                                    the base weights themselves (full fine-tuning: keep a frozen copy)
+        trains_base_weights        True where the base weights themselves train (no frozen base: full
+                                   fine-tuning), so advice may offer an adapter instead
+        footprint(cfg, model_config)
+                                   -> a Footprint (methods/footprint.py): what it trains on that model
+                                   (counted on a weightless skeleton), in which dtype, its virtual
+                                   tokens, its largest tensor and its lowest trained layer; what the
+                                   planner (plan/) asks instead of branching on the method's name
+
+    Each Config field carries its description (`Field(description=...)`), which the README's config
+    table (scripts/config_table.py) prints.
     """
     Config: type[MethodConfig]
+    trains_base_weights: bool
 
     def apply(self, model, cfg): ...
     def save(self, model, tokenizer, out_dir: Path) -> None: ...
     def load(self, base_model, art_dir: Path, allow_pickle: bool = False): ...
     def merge(self, model): ...
     def disabled(self, model) -> Optional[ContextManager]: ...
+    def footprint(self, cfg, model_config) -> Footprint: ...
 
 
 class NotMergeable(RuntimeError):

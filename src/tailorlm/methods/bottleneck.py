@@ -30,20 +30,25 @@ from pydantic import Field
 from torch import nn
 
 from ..models.arch import arch_of, blocks, head_names, hidden_size, pick_layers
+from . import footprint as fp
 from .base import MethodConfig, NotMergeable, task_of
 from .card import base_of, write_card
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 WEIGHTS, CONFIG = "adapter.safetensors", "bottleneck.json"
+trains_base_weights = False
 
 
 class Config(MethodConfig):
     name: Literal["bottleneck"] = "bottleneck"
-    placement: Literal["houlsby", "pfeiffer"] = "houlsby"   # after attention and MLP | after the MLP only
-    reduction_factor: int = Field(16, ge=1)                 # d = hidden / reduction_factor ...
-    bottleneck_dim: Optional[int] = Field(None, ge=1)       # ... unless given directly
-    activation: Literal["relu", "gelu", "silu", "tanh"] = "relu"
-    layers: Union[int, list[int], None] = None              # None: every block; N: the top N; or indices
+    placement: Literal["houlsby", "pfeiffer"] = Field(
+        "houlsby", description="`houlsby`: after attention and MLP; `pfeiffer`: after the MLP only")
+    reduction_factor: int = Field(16, ge=1, description="bottleneck width = hidden size / reduction_factor ...")
+    bottleneck_dim: Optional[int] = Field(None, ge=1, description="... unless given directly")
+    activation: Literal["relu", "gelu", "silu", "tanh"] = Field(
+        "relu", description="the non-linearity between the two projections")
+    layers: Union[int, list[int], None] = Field(
+        None, description="null: every block; N: the top N; or a list of block indices")
 
 
 class Adapter(nn.Module):
@@ -152,6 +157,12 @@ def load(base_model, art_dir: Path, allow_pickle: bool = False):
         for n, t in state.items():
             own[n].copy_(t)
     return model
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """Counted on the skeleton; backward stops at the lowest adapted block."""
+    return fp.footprint(apply, cfg, model_config,
+                        lowest_layer=fp.lowest_layer(cfg.layers, model_config.num_hidden_layers))
 
 
 def merge(model):

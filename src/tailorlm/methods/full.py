@@ -4,7 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from . import footprint as fp
 from .base import MethodConfig
+
+trains_base_weights = True   # (so there is no frozen base: disabled() is None, advice offers an adapter)
 
 
 class Config(MethodConfig):
@@ -46,6 +49,13 @@ def load(base_model, art_dir: Path, allow_pickle: bool = False):
 
 def merge(model):
     return model
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """Every weight, in the model's own dtype, trains; the largest is the embedding or an MLP matrix."""
+    hidden = model_config.hidden_size
+    largest = max(model_config.vocab_size * hidden, hidden * fp.intermediate_size(model_config))
+    return fp.footprint(apply, cfg, model_config, dtype=None, largest=largest)
 
 
 def disabled(model):

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
+from pydantic import Field
+
+from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
+
+trains_base_weights = False
 
 
 class Config(MethodConfig):
     name: Literal["ia3"] = "ia3"
-    targets: Union[Literal["default"], list[str]] = "default"   # PEFT's per-architecture choice (k, v, MLP out)
-    feedforward: Optional[list[str]] = None   # targets whose input (not output) is scaled; default: the MLP's
+    targets: Union[Literal["default"], list[str]] = Field(
+        "default", description="`default` (PEFT's choice per architecture: keys, values, MLP) or module names")
+    feedforward: Optional[list[str]] = Field(
+        None, description="targets whose input (not output) is scaled; default: the MLP's")
 
 
 def apply(model, cfg: Config):
@@ -25,6 +32,11 @@ def apply(model, cfg: Config):
         ff = [t for t in targets if t in FF.get(model.config.model_type, [])]
     return get_peft_model(model, IA3Config(task_type=peft_task(model), target_modules=targets,
                                            feedforward_modules=ff))
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """Vectors in fp32 in every layer; counted on the skeleton."""
+    return fp.footprint(apply, cfg, model_config)
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.

@@ -7,18 +7,24 @@ from typing import Literal, Union
 
 from pydantic import Field
 
+from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
+
+trains_base_weights = False
 
 
 class Config(MethodConfig):
     name: Literal["lora"] = "lora"
-    r: int = Field(16, ge=1)
-    alpha: float = 32
-    dropout: float = Field(0.0, ge=0, lt=1)
-    targets: Union[Literal["all-linear"], list[str]] = "all-linear"
-    layers: Union[int, list[int], None] = None   # None: every layer; N: the top N; or a list of indices
-    dora: bool = False
-    rslora: bool = False
+    r: int = Field(16, ge=1, description="rank of the low-rank update A·B")
+    alpha: float = Field(32, description="scale: the update is multiplied by alpha / r (alpha / sqrt(r) with "
+                                       "rslora)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input")
+    targets: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="`all-linear`, or the names of the linear modules to adapt")
+    layers: Union[int, list[int], None] = Field(
+        None, description="null: every layer; N: the top N; or a list of layer indices")
+    dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
 
 
 def linear_names(model) -> list[str]:
@@ -47,6 +53,14 @@ def apply(model, cfg: Config):
     lcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       layers_to_transform=idx, use_dora=cfg.dora, use_rslora=cfg.rslora, task_type=peft_task(model))
     return get_peft_model(model, lcfg)
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """Its largest tensor is an A or B factor: r x the wider side of an MLP matrix; backward stops at the
+    lowest adapted layer."""
+    largest = cfg.r * max(model_config.hidden_size, fp.intermediate_size(model_config))
+    return fp.footprint(apply, cfg, model_config, largest=largest,
+                        lowest_layer=fp.lowest_layer(cfg.layers, model_config.num_hidden_layers))
 
 
 # The artefact is PEFT's own adapter folder (adapter_config.json + adapter_model.safetensors),

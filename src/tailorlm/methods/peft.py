@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
+from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
+
+trains_base_weights = False
 
 
 class Config(MethodConfig):
     name: Literal["peft"] = "peft"
-    config: dict[str, Any]
+    config: dict[str, Any] = Field(description="any PEFT tuner's config dict (`peft_type: LOHA`, ...), checked "
+                                               "against PEFT's own class")
 
     @field_validator("config")
     @classmethod
@@ -40,6 +44,12 @@ def apply(model, cfg: Config):
     from peft import get_peft_config, get_peft_model
 
     return get_peft_model(model, get_peft_config({"task_type": peft_task(model), **cfg.config}))
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """Counted on the skeleton; the rest is what an adapter is taken to be: fp32, at most hidden x hidden
+    a tensor, every layer in backward, nothing prepended to the rows."""
+    return fp.footprint(apply, cfg, model_config)
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.

@@ -21,16 +21,20 @@ from pydantic import Field, model_validator
 
 from ..errors import ConfigError
 from ..models.load import TRUST_MARK, load_tokenizer
+from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task, task_of
+
+trains_base_weights = False
 
 
 class Config(MethodConfig):
     name: Literal["prefix"] = "prefix"
-    virtual_tokens: int = Field(20, ge=1)
-    init: Literal["random", "text"] = "random"
-    init_text: Optional[str] = None          # required by init: text
-    projection: bool = False                 # reparameterise through an MLP while training
-    projection_dim: int = Field(512, ge=1)   # the MLP's hidden width
+    virtual_tokens: int = Field(20, ge=1, description="virtual key/value positions in every layer")
+    init: Literal["random", "text"] = Field(
+        "random", description="`random`, or `text`: the keys and values the frozen model computes for `init_text`")
+    init_text: Optional[str] = Field(None, description="required by init: text")
+    projection: bool = Field(False, description="train the prefix through an MLP (the paper's reparameterisation)")
+    projection_dim: int = Field(512, ge=1, description="the MLP's hidden width")
 
     @model_validator(mode="after")
     def _text(self) -> "Config":
@@ -93,6 +97,12 @@ def init_from_text(peft_model, text: str) -> None:
         raise ValueError(f"this model's cache has shape {tuple(prefix.shape)} per prefix, PEFT expects "
                          f"{tuple(emb.shape)}; use init: random")
     emb.copy_(prefix.to(emb.dtype))
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """Counted on the skeleton. The prefix sits in every layer's attention cache, not in the rows: no
+    virtual tokens lengthen them (the attention to it is in the planner's probe)."""
+    return fp.footprint(apply, cfg, model_config)
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.

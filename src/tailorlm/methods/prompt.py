@@ -14,14 +14,18 @@ from typing import Literal, Optional
 from pydantic import Field, model_validator
 
 from ..models.load import TRUST_MARK
+from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
+
+trains_base_weights = False
 
 
 class Config(MethodConfig):
     name: Literal["prompt"] = "prompt"
-    virtual_tokens: int = Field(20, ge=1)
-    init: Literal["text", "vocab", "random"] = "vocab"
-    init_text: Optional[str] = None          # required by init: text
+    virtual_tokens: int = Field(20, ge=1, description="trainable input embeddings in front of every row")
+    init: Literal["text", "vocab", "random"] = Field(
+        "vocab", description="start as the embeddings of `init_text`, of sampled `vocab` tokens, or `random`")
+    init_text: Optional[str] = Field(None, description="required by init: text")
 
     @model_validator(mode="after")
     def _text(self) -> "Config":
@@ -45,6 +49,13 @@ def apply(model, cfg: Config):
                               prompt_tuning_init={"text": "TEXT", "vocab": "SAMPLE_VOCAB", "random": "RANDOM"}[cfg.init],
                               **kw)
     return get_peft_model(model, pcfg)
+
+
+def footprint(cfg: Config, model_config) -> fp.Footprint:
+    """The virtual tokens lengthen every row; the input needs a gradient, so backward runs through every
+    layer; the one tensor is the virtual tokens' embeddings."""
+    return fp.footprint(apply, cfg, model_config, virtual_tokens=cfg.virtual_tokens,
+                        largest=cfg.virtual_tokens * model_config.hidden_size)
 
 
 # The artefact is PEFT's own adapter folder, so saving, loading and merging are PEFT's.

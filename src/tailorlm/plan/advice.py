@@ -2,29 +2,35 @@
 itself says the changed run fits.
 
 Tried in this order (the first ones change nothing about what is learned):
-    1. smaller micro-batches, more of them: the same examples per optimiser step (batch_size x
+    1. smaller micro-batches, more of them: the same examples per optimizer step (batch_size x
        grad_accum kept), fewer activations at once
     2. gradient checkpointing (recompute each layer's activations in backward), at the current
        micro-batch, then with smaller ones
-    3. a lighter method: LoRA instead of full fine-tuning (no gradients or AdamW state for the base)
+    3. a lighter method: LoRA instead of a method that trains the base weights themselves (the
+       method's `trains_base_weights`: no gradients or AdamW state for the base)
     4. shorter rows: data.max_length halved until it fits (changes what a long example keeps)
+
+Each change is re-planned by plan/estimate.py (not the package's `plan`, which calls this module).
 """
 from __future__ import annotations
 
 from ..config import Config
+from ..methods import METHODS
+from .estimate import estimate
 
 
 def _with(cfg: Config, overrides: dict[str, object]) -> Config:
-    """A copy of cfg with dotted overrides applied and validated."""
+    """A copy of cfg with dotted overrides applied and validated. A `name` picks a variant (a method):
+    the keys of the one it replaces go with it, the new one starts from its defaults."""
     raw = cfg.model_dump(mode="python")
     for key, value in overrides.items():
         node = raw
         *path, last = key.split(".")
         for k in path:
             node = node[k]
+        if last == "name":
+            node.clear()
         node[last] = value
-    if "method.name" in overrides:
-        raw["method"] = {"name": overrides["method.name"]}
     return Config.model_validate(raw)
 
 
@@ -45,8 +51,8 @@ def candidates(cfg: Config) -> list[tuple[dict, str]]:
         out.append((ck, "recompute activations in backward (about a third more compute)"))
         out += [({**ck, **o}, "checkpointing, and smaller micro-batches with the same examples per step")
                 for o in _smaller_batches(tc)]
-    if cfg.method.name == "full":
-        out.append(({"method.name": "lora"}, "LoRA: no gradients or optimiser state for the base weights"))
+    if METHODS[cfg.method.name].trains_base_weights:
+        out.append(({"method.name": "lora"}, "LoRA: no gradients or optimizer state for the base weights"))
     n = cfg.data.max_length
     while n > 64:
         n //= 2
@@ -60,15 +66,13 @@ def override_text(o: dict) -> str:
 
 def advise(cfg: Config, available: int, world: int = 1, limit: int = 3) -> list[dict]:
     """Up to `limit` changes that fit `available` bytes, the first of each kind that does."""
-    from . import plan
-
     found, kinds = [], set()
     for o, why in candidates(cfg):
         kind = why.split(",")[0]
         if kind in kinds:
             continue
         try:
-            p = plan(_with(cfg, o), available, advise=False, world=world)
+            p = estimate(_with(cfg, o), available, world=world)
         except Exception:   # a change this model or config cannot take: not a suggestion
             continue
         if p.fits:

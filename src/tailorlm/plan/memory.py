@@ -8,11 +8,15 @@ The batch is planned for its worst case: every micro-batch holds `train.batch_si
 `data.max_length` tokens (plus a method's virtual tokens), every position a target. Data with
 shorter rows, or with few target positions (a short answer after a long prompt), needs less.
 
+What the method puts on the model (the parameters it trains and their dtype, its virtual tokens,
+its largest tensor, the lowest layer it trains) is its Footprint: the method says it
+(methods/footprint.py); nothing here asks which method it is.
+
 The parts (bytes; P = parameters, p = bytes per weight of model.dtype, R rows, T tokens per row):
 
     weights      frozen P x p + trainable P x their dtype's bytes
     gradients    trainable P x p (kept across micro-batches with grad_accum > 1)
-    optimiser    AdamW's exp_avg and exp_avg_sq: 2 x trainable P x p, plus its temporaries while it
+    optimizer    AdamW's exp_avg and exp_avg_sq: 2 x trainable P x p, plus its temporaries while it
                  steps (two the size of the largest tensor in torch's per-parameter loop, the CPU default)
     activations  layers in backward x (c + R (a T + q T^2)), c, a, q measured on a probe
                  (plan/shapes.py); with checkpointing, each layer keeps only its input (R T x hidden)
@@ -30,11 +34,11 @@ The parts (bytes; P = parameters, p = bytes per weight of model.dtype, R rows, T
                  in, oneDNN's buffers): a constant measured on a 2-layer, 64-wide Llama (RUNTIME below)
     retention    the probe's base log-probabilities (positions x vocab x 4), L2-SP's anchor (trainable
                  P x 4), EWC's anchor and Fisher (2 x trainable P x 4), distillation's frozen copy of a
-                 fully tuned model (P x p)
+                 model whose base weights train (P x p)
 
-The peak is the largest of three moments: the start of backward (weights, optimiser state, all
+The peak is the largest of three moments: the start of backward (weights, optimizer state, all
 activations, logits and their gradients, the gradients already held), the end of backward (weights,
-optimiser state, gradients) and the optimiser step (those plus AdamW's temporaries).
+optimizer state, gradients) and the optimizer step (those plus AdamW's temporaries).
 
 What is not modelled: the allocator's own slack. glibc keeps freed blocks in its heap once its mmap
 threshold has risen (see benchmarks/plan_memory.py), so peak RSS under the default allocator can
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import shapes
+from ..methods import METHODS
 
 BYTES = {"fp32": 4, "bf16": 2}
 # What a CPU training process adds whatever the model (fp32, bf16 autocast): the tokenizer, library
@@ -68,34 +72,27 @@ class Shape:
     largest: int             # elements of the largest trainable tensor
     head_trainable: bool     # the (tied) output embedding trains: its gradient comes first in backward
     device: str = "cpu"
+    trains_base: bool = False        # the base weights themselves train (the method's trains_base_weights)
+    trainable_dtype: str = "fp32"    # the trained weights' dtype (the model's own where the base trains)
+    virtual_tokens: int = 0          # of `tokens`, those the method puts in front of each row
 
 
 def shape_of(cfg, config, world: int = 1) -> Shape:
-    trainable, total = shapes.method_counts(cfg, config)
-    virtual = getattr(cfg.method, "virtual_tokens", 0) if cfg.method.name == "prompt" else 0
-    vocab, hidden = config.vocab_size, config.hidden_size
-    full = cfg.method.name == "full"
-    inter = getattr(config, "intermediate_size", 4 * hidden)
-    largest = max(vocab * hidden, hidden * inter) if full else _largest_adapter(cfg, hidden, inter, trainable)
-    return Shape(rows=max(1, cfg.train.batch_size // world), tokens=cfg.data.max_length + virtual, vocab=vocab,
-                 hidden=hidden, layers=config.num_hidden_layers,
-                 in_backward=shapes.layers_in_backward(cfg, config.num_hidden_layers),
-                 trainable=trainable, total=total, largest=largest, head_trainable=full)
-
-
-def _largest_adapter(cfg, hidden: int, inter: int, trainable: int) -> int:
-    m = cfg.method
-    if m.name == "lora":
-        return m.r * max(hidden, inter)
-    if m.name == "prompt":
-        return m.virtual_tokens * hidden
-    return min(trainable, hidden * hidden)
+    """The run's Shape: the config's batch and rows, config.json's sizes, and the method's Footprint."""
+    method = METHODS[cfg.method.name]
+    fp = method.footprint(cfg.method, config)
+    base = method.trains_base_weights
+    return Shape(rows=max(1, cfg.train.batch_size // world), tokens=cfg.data.max_length + fp.virtual_tokens,
+                 vocab=config.vocab_size, hidden=config.hidden_size, layers=config.num_hidden_layers,
+                 in_backward=config.num_hidden_layers - fp.lowest_layer, trainable=fp.trainable, total=fp.total,
+                 largest=fp.largest, head_trainable=base, trains_base=base,
+                 trainable_dtype=fp.dtype or cfg.model.dtype, virtual_tokens=fp.virtual_tokens)
 
 
 def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: str = "fp32") -> dict[str, int]:
     """Every part in bytes (see the module's docstring), before the peak is taken."""
     p = BYTES[cfg.model.dtype]
-    own = p if cfg.method.name == "full" else 4     # adapters are created in fp32 (PEFT's autocast_adapter_dtype)
+    own = BYTES[s.trainable_dtype]     # adapters are created in fp32 (PEFT's autocast_adapter_dtype)
     R, T, V = s.rows, s.tokens, s.vocab
     c, a, q = probe["layer"]
     layer = c + R * (a * T + q * T * T)
@@ -127,7 +124,7 @@ def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: st
 
 def frozen_copies(cfg, s: Shape, p: int, precision: str) -> dict[str, int]:
     """train.frozen_cast's bf16 copies: all of them, and those of the layers backward does not reach."""
-    if not (getattr(cfg.train, "frozen_cast", False) and precision == "bf16" and p == 4 and cfg.method.name != "full"):
+    if not (getattr(cfg.train, "frozen_cast", False) and precision == "bf16" and p == 4 and not s.trains_base):
         return {"bf16_copies": 0, "bf16_copies_beyond": 0}
     every = max(0, s.total - s.trainable - s.vocab * s.hidden) * 2
     return {"bf16_copies": every, "bf16_copies_beyond": every * (s.layers - s.in_backward) // max(s.layers, 1)}
@@ -151,7 +148,7 @@ def retention_bytes(cfg, s: Shape, p: int) -> int:
     positions = (r.samples // 2) * ((r.sample_tokens + 32) // 8)   # every 8th position of ~32-token prompts + samples
     extra = positions * s.vocab * 4
     extra += s.trainable * 4 * (bool(r.l2sp) or bool(r.ewc)) + s.trainable * 4 * bool(r.ewc)
-    if r.distill and cfg.method.name == "full":
+    if r.distill and s.trains_base:
         extra += s.total * p
     return extra
 

@@ -1,9 +1,6 @@
-"""What the planner knows of a model before any weight is read: its config.json, the parameters each
-method trains on it (counted on a skeleton), and what autograd keeps per decoder layer (a probe).
-
-Trainable parameters are counted exactly: the method is applied to the model's skeleton on the meta
-device (shapes only, no memory) and `methods.count` counts what it made trainable, the same function
-a run reports.
+"""What the planner measures of a model before any weight is read: its config.json, and what autograd
+keeps per decoder layer (a probe). What the method trains on it is the method's own Footprint
+(methods/footprint.py: counted exactly on the model's skeleton on the meta device).
 
 Activations are measured, not guessed, on a probe: the same architecture with 1 and then 2 decoder
 layers (random weights, a 256-word vocabulary), the configured method and precision, one forward at
@@ -30,8 +27,9 @@ from ..data.batching import collate
 from ..data.tokenize import Example
 from ..device import autocast
 from ..forward import lm_loss_sum
-from ..methods import METHODS, count
-from ..models.load import load_hf_config, resolve
+from ..methods import METHODS
+from ..methods.footprint import shape_only
+from ..models.load import load_hf_config
 
 PROBE_VOCAB = 256
 PROBE_LENGTHS = (32, 64, 128)
@@ -40,40 +38,6 @@ PROBE_LENGTHS = (32, 64, 128)
 def hf_config(cfg):
     """The model's transformers config (config.json only; its code never runs)."""
     return load_hf_config(cfg.model.path, cfg.model.trust_remote_code)
-
-
-def skeleton(config, task: str):
-    """The architecture with its weights on the meta device."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    cls = AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForCausalLM
-    with torch.device("meta"):
-        return cls.from_config(config)
-
-
-def method_counts(cfg, config) -> tuple[int, int]:
-    """(trainable, total) parameters of the configured method on this model, tied weights once."""
-    model = skeleton(copy.deepcopy(config), cfg.model.task)
-    model.name_or_path = str(resolve(cfg.model.path))
-    return count(METHODS[cfg.method.name].apply(model, _shape_only(cfg.method)))
-
-
-def _shape_only(mcfg):
-    """The method's config without what only sets start values (a prompt's init text needs real
-    weights to embed; the shapes are the same)."""
-    if getattr(mcfg, "init", None) == "text":
-        return mcfg.model_copy(update={"init": "random", "init_text": None})
-    return mcfg
-
-
-def layers_in_backward(cfg, n_layers: int) -> int:
-    """Decoder layers that backward runs through: every one when the input needs a gradient (full,
-    prompt, prefix tuning), else those from the lowest adapted layer up."""
-    sel = getattr(cfg.method, "layers", None)
-    if cfg.method.name == "full" or sel is None:
-        return n_layers
-    lowest = n_layers - sel if isinstance(sel, int) else min(sel)
-    return n_layers - max(0, lowest)
 
 
 def _probe_config(config, n_layers: int, vocab: int):
@@ -116,6 +80,7 @@ def _fit(xs, ys) -> tuple[float, float, float]:
 
 
 def _measure(config, method_name: str, mcfg, precision: str, dtype: str, n_layers: int, vocab: int) -> list[int]:
+    """Bytes saved for backward at each probe length by `n_layers` layers of `vocab` words, the method on."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -126,7 +91,7 @@ def _measure(config, method_name: str, mcfg, precision: str, dtype: str, n_layer
 
 
 @functools.lru_cache(maxsize=16)
-def _probe(config_json: str, method_json: str, method_name: str, precision: str, dtype: str) -> dict:
+def _probe(config_json: str, method_json: str, method_name: str, precision: str, dtype: str, virtual: int) -> dict:
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(**json.loads(config_json))
@@ -136,15 +101,18 @@ def _probe(config_json: str, method_json: str, method_name: str, precision: str,
     layer = [b - a for a, b in zip(one, two)]
     word = [(w - a) / PROBE_VOCAB for a, w in zip(one, wide)]
     rest = [a - b - PROBE_VOCAB * v for a, b, v in zip(one, layer, word)]
-    # a row's tokens: its own and the virtual ones a prompt method puts in front
-    xs = [t + json.loads(method_json).get("virtual_tokens", 0) * (method_name == "prompt") for t in PROBE_LENGTHS]
+    # a row's tokens: its own and the virtual ones the method puts in front (its Footprint's)
+    xs = [t + virtual for t in PROBE_LENGTHS]
     return {"layer": _fit(xs, layer), "word": _fit(xs, word), "rest": _fit(xs, rest)}
 
 
-def probe(cfg, config, precision: str) -> dict:
+def probe(cfg, config, precision: str, virtual_tokens: int | None = None) -> dict:
     """Per layer and outside the layers: (c, a, q) of saved bytes for a row of T tokens (see above).
-    The method is applied to every probe layer (its `layers` choice is applied by the caller)."""
-    mcfg = _shape_only(cfg.method).model_dump()
+    The method is applied to every probe layer (its `layers` choice is applied by the caller). T counts
+    the virtual tokens the method puts in front of each row: given, or asked of the method."""
+    if virtual_tokens is None:
+        virtual_tokens = METHODS[cfg.method.name].footprint(cfg.method, config).virtual_tokens
+    mcfg = shape_only(cfg.method).model_dump()
     mcfg.pop("layers", None)
     return _probe(config.to_json_string(use_diff=False), json.dumps(mcfg), cfg.method.name, precision,
-                  cfg.model.dtype)
+                  cfg.model.dtype, virtual_tokens)

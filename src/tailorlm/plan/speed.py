@@ -54,14 +54,14 @@ def throughput(device: str, precision: str) -> float:
 
 
 def step_flops(cfg, s) -> float:
-    """Matmul FLOPs of one optimiser step (all micro-batches), from the plan's Shape."""
+    """Matmul FLOPs of one optimizer step (all micro-batches), from the plan's Shape."""
     tokens = s.rows * s.tokens
-    per_layer = max(0, s.total - s.trainable * (cfg.method.name != "full") - s.vocab * s.hidden) / s.layers
+    per_layer = max(0, s.total - s.trainable * (not s.trains_base) - s.vocab * s.hidden) / s.layers
     attn = 4 * s.tokens * s.hidden
     fwd_layer = tokens * (2 * per_layer + attn)
     head = 2 * s.hidden * s.vocab * tokens
     fwd = s.layers * fwd_layer + head
-    if cfg.method.name == "full":
+    if s.trains_base:
         bwd = 2 * fwd
     else:
         bwd = s.in_backward * fwd_layer + head + 2 * s.trainable * tokens

@@ -15,6 +15,7 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from ..run import RunDir
 from .bias_pairs import bbq_answers, bbq_rows, pair_lls, pair_rows
 from .bias_readers import load_probes
 from .flips import flip_items, flip_measures, flip_rows, load_swaps, worst_pairs
@@ -89,7 +90,7 @@ def run_flips(measure_pair, formatter, cfg, rows: list[dict], *, rounds: int = 2
 def save(run_dir: str | Path, source: str, rows: list[dict], warnings: list[str], extra: dict) -> Path:
     """RUN/probes/bias.json with this source's ('pairs' or 'flips') rows, warnings and extras replaced
     and the other source's kept: the two evaluators (and the command) share one file for the report."""
-    path = Path(run_dir) / "probes" / "bias.json"
+    path = RunDir.at(run_dir).probe_file("bias")
     old = {}
     if path.is_file():
         try:

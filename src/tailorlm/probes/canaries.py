@@ -27,10 +27,12 @@ import numpy as np
 from ..atomic import write_text
 from ..data.tokenize import IGNORE, Example, bos_prefix
 from ..errors import ConfigError, MissingError
+from ..run import RunDir
+from ..run.folder import CANARIES
 
 SLOT = re.compile(r"\{(digits|letters):(\d+)\}")
 ALPHABETS = {"digits": "0123456789", "letters": "abcdefghijklmnopqrstuvwxyz"}
-FILE = "canaries.json"
+FILE = CANARIES   # (its path in a run: RunDir.canaries_file)
 
 
 @dataclass
@@ -46,14 +48,14 @@ class Canaries:
         return sorted({c["repetitions"] for c in self.inserted})
 
     def save(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / FILE
+        path = RunDir.at(run_dir).canaries_file
         write_text(path, json.dumps(asdict(self), indent=1))
         return path
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "Canaries | None":
-        path = Path(run_dir) / FILE
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        stored = RunDir.at(run_dir).canaries()
+        return None if stored is None else cls(**stored)
 
 
 def space_of(pattern: str) -> int:

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..build import load_run, run_dir_of
 from ..data.formats import Formatter
-from ..device import pick_device
 from ..errors import ConfigError
 from ..eval.tasks import score_candidates
+from ..run import RunDir, open_run
 from .attribution import Attribution, attribute
 from .diff import diff
 from .explain_html import fragment
@@ -33,7 +32,7 @@ IG_TOLERANCE = 0.05   # |delta| / |F(x) - F(x')| above this: the integral is not
 def run_format(run_dir: Path, cfg) -> tuple[str, list[str] | None]:
     """(data format, labels) the run trained with: the stored config, else what its summary recorded."""
     fmt, labels = cfg.data.format, cfg.data.labels
-    summary = run_dir / "summary.json"
+    summary = RunDir.at(run_dir).summary_file
     if (fmt == "auto" or (labels is None and fmt in ("auto", "classification"))) and summary.is_file():
         data = json.loads(summary.read_text()).get("data", {})
         fmt = data.get("format", fmt) if fmt == "auto" else fmt
@@ -78,12 +77,12 @@ def explain(run: str | Path, inputs: list[tuple[str, str | None]], *, method: st
             write: bool = True) -> dict:
     """Explain inputs [(text, reference answer or None)] on a run's final model; writes
     RUN/probes/explain.json (with the HTML fragment) unless write is False. Returns that record."""
-    run_dir = run_dir_of(run)
-    cfg, model, tok = load_run(run_dir, overrides=overrides)
+    opened = open_run(run, overrides)
+    run_dir, cfg, model, tok = opened.run.path, opened.cfg, opened.model, opened.tokenizer
     fmt, labels = run_format(run_dir, cfg)
     task = cfg.model.task
     fm = Formatter(fmt, tok, cfg.data, labels)
-    model.to(pick_device(cfg.train.device)).eval()
+    opened.on_device().eval()
     rendered = [render(fm, fmt, text, encoder=task == "sequence_classification") for text, _ in inputs]
     items = []
     for i, r in enumerate(rendered):

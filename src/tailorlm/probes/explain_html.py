@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from html import escape
 
+from ..html_page import page as shell
+
 BLUE, RED, PURPLE = (33, 102, 172), (178, 24, 43), (118, 42, 131)
 TOKEN = "border-radius:3px;padding:1px 0;margin:0 0 2px 0;line-height:1.9"
 MAX_CARDS = 20   # inputs drawn; a file of hundreds would make report.html heavy to open
@@ -139,6 +141,5 @@ def table(record: dict) -> str:
 
 def page(record: dict) -> str:
     """A minimal standalone page around the fragment (explain.html)."""
-    return ('<!doctype html><html><head><meta charset="utf-8"><title>tailorlm explain</title></head>'
-            '<body style="max-width:1100px;margin:20px auto;padding:0 16px;font-family:system-ui,sans-serif">'
-            f'<h2>Explanations: {escape(record["run"])}</h2>{table(record)}{record["html"]}</body></html>')
+    return shell("tailorlm explain", f'<h2>Explanations: {escape(record["run"])}</h2>{table(record)}{record["html"]}',
+                 "body{max-width:1100px;margin:20px auto;padding:0 16px;font-family:system-ui,sans-serif}")

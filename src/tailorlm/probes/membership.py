@@ -55,7 +55,7 @@ def tpr_at_fpr(member: np.ndarray, non: np.ndarray, fpr: float) -> float:
 
 def trained_rows(n_rows: int, train_cfg, step: int, groups: list[int] | None = None) -> set[int]:
     """Indices into the run's training examples (canary rows included: the order counts them) that its
-    first `step` optimiser steps trained on. The run's data order (data.batching.Order) is a seeded
+    first `step` optimizer steps trained on. The run's data order (data.batching.Order) is a seeded
     stream; the step after s steps takes positions [s * grad_accum * batch_size, (s + 1) * ...) over
     all processes, so steps 1..step took positions [0, P), P = step * grad_accum * batch_size. Read one
     epoch (n_rows positions) at a time; stop once every row is in."""

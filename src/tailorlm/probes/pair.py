@@ -6,7 +6,7 @@ from typing import Iterator
 
 import torch
 
-from ..build import method_base
+from ..run import method_base
 from ..methods import METHODS
 
 

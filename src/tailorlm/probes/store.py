@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from ..atomic import DiskFull, naming, say_once, write_text
+from ..run import RunDir
 
 _SPARE = contextvars.ContextVar("tailorlm_spare_probes", default=False)
 
@@ -36,7 +37,7 @@ def spare_probes():
 
 def write_probe(run_dir: str | Path, name: str, *, title: str, rows: list[dict], warnings: list[str] = (),
                 html: str | None = None, extra: dict | None = None) -> Path:
-    path = Path(run_dir) / "probes" / f"{name}.json"
+    path = RunDir.at(run_dir).probe_file(name)
     try:
         with naming(path):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ def write_probe(run_dir: str | Path, name: str, *, title: str, rows: list[dict],
 def read_probes(run_dir: str | Path) -> list[dict]:
     """Every probe result of a run, by name; a file cut short by a kill is skipped."""
     out = []
-    for f in sorted((Path(run_dir) / "probes").glob("*.json")):
+    for f in RunDir.at(run_dir).probe_files():
         try:
             out.append(json.loads(f.read_text()))
         except ValueError:

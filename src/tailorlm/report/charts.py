@@ -1,4 +1,4 @@
-"""Which charts a run (or several, overlaid) gets, built from collect.load_run's dicts.
+"""Which charts a run (or several, overlaid) gets, built from collect.read_run's dicts.
 
 Training: loss (raw, smoothed, and validation loss, with the base model's validation loss as a dashed
 line), learning rate, gradient norm, tokens/s, memory (any logged key naming memory). Evaluations: one

@@ -14,17 +14,14 @@ metrics.jsonl), and metrics.jsonl may end in a line cut short by the kill.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
-from ..atomic import read_jsonl
 from ..errors import MissingError
 from ..probes.store import read_probes
+from ..run.folder import CONFIG, METRICS, RunDir
 
 VERSIONED = ("tailorlm", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers")
 STEP_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s")   # a step record has these (others: evals, events)
@@ -52,13 +49,6 @@ def env_info(device: str | None = None, processes: int | None = None, precision:
     return out
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def status(metrics: list[dict], summary: dict | None, planned: int | None) -> str:
     """finished / stopped early / interrupted by a signal / no summary (still going, or killed)."""
     last = max((r.get("step", 0) for r in metrics), default=0)
@@ -71,24 +61,22 @@ def status(metrics: list[dict], summary: dict | None, planned: int | None) -> st
     return f"no summary.json: still running, or killed; last logged step {last} of {planned}"
 
 
-def load_run(run_dir: str | Path) -> dict:
+def read_run(run_dir: str | Path) -> dict:
     """Everything the report shows of one run; raises MissingError when the folder holds no run."""
-    d = Path(run_dir)
-    cfg_text = (d / "config.yaml").read_text() if (d / "config.yaml").is_file() else None
-    if cfg_text is None and not (d / "metrics.jsonl").is_file():
-        raise MissingError(f"{d}: no run here (neither config.yaml nor metrics.jsonl). Fix: give the "
+    run = RunDir.at(run_dir)
+    d = run.path
+    cfg_text = run.config_text()
+    if cfg_text is None and not run.metrics_file.is_file():
+        raise MissingError(f"{d}: no run here (neither {CONFIG} nor {METRICS}). Fix: give the "
                            "run's directory (output.dir of its config)")
-    try:
-        cfg = yaml.safe_load(cfg_text) if cfg_text else {}
-    except yaml.YAMLError:
-        cfg = {}
-    metrics = [r for r in read_jsonl(d / "metrics.jsonl") if isinstance(r, dict)]
-    summary = _json(d / "summary.json")
-    base = _json(d / "base_eval.json") or (summary or {}).get("base") or {}
-    planned = ((cfg or {}).get("train") or {}).get("steps")
-    return {"name": d.resolve().name, "dir": str(d.resolve()), "config_text": cfg_text, "config": cfg or {},
+    cfg = run.config_raw()
+    metrics = run.metrics()
+    summary = run.summary()
+    base = run.base_eval() or (summary or {}).get("base") or {}
+    planned = (cfg.get("train") or {}).get("steps")
+    return {"name": d.resolve().name, "dir": str(d.resolve()), "config_text": cfg_text, "config": cfg,
             "steps": [r for r in metrics if "loss" in r and "eval" not in r],
             "evals": [r for r in metrics if isinstance(r.get("eval"), dict)],
             "events": [r for r in metrics if "eval" not in r and not any(k in r for k in STEP_KEYS)],
-            "base": base, "summary": summary, "audit": _json(d / "audit.json"), "env": _json(d / "env.json"),
+            "base": base, "summary": summary, "audit": run.audit(), "env": run.env(),
             "probes": read_probes(d), "status": status(metrics, summary, planned), "planned": planned}

@@ -13,13 +13,13 @@ from html import escape
 from pathlib import Path
 
 from ..atomic import naming, write_text
+from ..html_page import STYLE, page
 from .charts import eval_charts, training_charts
-from .collect import load_run
-from .style import STYLE
+from ..run.folder import REPORT, RunDir
+from .collect import read_run
 from .svg import colour, fmt
 from .tables import before_after, data_section, env_section, events_section, latest_scores, probe_section
 
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 PAGE_STYLE = STYLE + """
 body{max-width:1240px}h1{margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:14px;margin:18px 0 6px}.charts{display:flex;flex-wrap:wrap;gap:12px 20px}
@@ -82,7 +82,7 @@ def _config(run: dict) -> str:
 
 
 def render(runs: list[dict]) -> str:
-    """The whole page for runs (collect.load_run dicts), as one HTML string."""
+    """The whole page for runs (collect.read_run dicts), as one HTML string."""
     scores, forgetting = eval_charts(runs)
     title = runs[0]["name"] if len(runs) == 1 else f"{len(runs)} runs"
     after_label = latest_scores(runs[0])[1]
@@ -101,16 +101,13 @@ def render(runs: list[dict]) -> str:
             _section("Data", _per_run(runs, data_section), "data"),
             _section("Environment", _per_run(runs, env_section), "environment"),
             _section("Config", _per_run(runs, _config), "config")]
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
-            f'content="{CSP}"><meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>tailorlm report: {escape(title)}</title><style>{PAGE_STYLE}</style></head>"
-            f"<body>{''.join(body)}</body></html>")
+    return page(f"tailorlm report: {title}", "".join(body), PAGE_STYLE)
 
 
 def write_report(run_dirs: list, out: str | Path | None = None) -> Path:
     """Draw the runs into one page: `out`, or RUN/report.html for one run, ./report.html for several."""
-    runs = [load_run(d) for d in run_dirs]
-    path = Path(out) if out else (Path(run_dirs[0]) / "report.html" if len(run_dirs) == 1 else Path("report.html"))
+    runs = [read_run(d) for d in run_dirs]
+    path = Path(out) if out else (RunDir.at(run_dirs[0]).report_file if len(run_dirs) == 1 else Path(REPORT))
     with naming(path):   # (a full disk: one line naming the page, as write_text says it)
         path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, render(runs))

@@ -1,13 +1,18 @@
 """Callbacks: how code plugs into the loop without editing it.
 
 A callback is an object with any of these methods (the `Callback` base has them all as no-ops);
-`run` is the RunState (train/state.py: cfg, model, tok, data, device, dist, step, ...):
+`run` is a RunView (train/view.py): what a plug-in may read (step, cfg, model, params, method, data,
+tok, device, dist, run_dir, make_batch, base_scores, samples) and change (`stop(reason)`,
+`note(**numbers)` for the step's record, `say`, `log`):
 
-    on_start(run)                       setup done: method applied, model on its device, optimiser
+    on_start(run)                       setup done: method applied, model on its device, optimizer
                                         ready, base model scored; before the first step
     on_step_start(run)                  before a step builds its micro-batches (run.step = steps done)
-    extra_loss(run) -> Tensor | None    a term added to the step's objective (backward once per step,
-                                        after the task loss): penalties of what runs beside the loop
+    extra_loss(run)                     terms added to the step's objective, after the task loss's
+                                        backward: a Tensor (summed with the other callbacks', logged as
+                                        `extra_loss`), LossTerms (each its own backward and name), or
+                                        None. The one way to add a loss (train/losses.py): retention's
+                                        replay and penalties, continual's, a user's
     on_before_optimizer_step(run)       gradients final (accumulated, synced, clipped), before the update
     on_step_end(run, rec)               after the update; rec is the step's metrics record
     on_train_end(run)                   the loop stepped for the last time (finished, stopped early,
@@ -19,54 +24,64 @@ A callback is an object with any of these methods (the `Callback` base has them 
 
 The metrics log (metrics.jsonl) and the console progress are ordinary callbacks, on rank 0 only;
 callbacks given to `train(..., callbacks=[...])` or named in `train.callbacks` ("module:Name", a
-class or factory called with no arguments) run on every rank.
+class or factory called with no arguments) run on every rank, after retention's (train/losses.py).
 """
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Iterable
+
+import torch
 
 from ..errors import ConfigError
 from .log import MetricsLog
+from .losses import LossTerm
+from .state import RunState
+from .view import RunView, view_of
 
 
 class Callback:
-    def on_start(self, run) -> None: ...
-    def on_step_start(self, run) -> None: ...
-    def extra_loss(self, run): return None
-    def on_before_optimizer_step(self, run) -> None: ...
-    def on_step_end(self, run, rec: dict) -> None: ...
-    def on_train_end(self, run) -> None: ...
-    def on_eval(self, run, scores: dict, verdict) -> None: ...
-    def on_save(self, run, path) -> None: ...
-    def on_message(self, run, text: str | None, record: dict | None = None, always: bool = False) -> None: ...
-    def on_end(self, run, summary: dict) -> None: ...
+    """Every event as a no-op: a callback overrides those it needs."""
+    def on_start(self, run: RunView) -> None: ...
+    def on_step_start(self, run: RunView) -> None: ...
+    def extra_loss(self, run: RunView) -> torch.Tensor | LossTerm | Iterable[LossTerm] | None: return None
+    def on_before_optimizer_step(self, run: RunView) -> None: ...
+    def on_step_end(self, run: RunView, rec: dict) -> None: ...
+    def on_train_end(self, run: RunView) -> None: ...
+    def on_eval(self, run: RunView, scores: dict, verdict) -> None: ...
+    def on_save(self, run: RunView, path) -> None: ...
+    def on_message(self, run: RunView | None, text: str | None, record: dict | None = None,
+                   always: bool = False) -> None: ...
+    def on_end(self, run: RunView, summary: dict) -> None: ...
 
 
 EVENTS = [name for name in vars(Callback) if name.startswith("on_")]
 
 
 class Callbacks:
-    """Several callbacks as one: each event goes to every callback that has it, in order."""
+    """Several callbacks as one: each event goes to every callback that has it, in order, with the run
+    as a RunView (train/view.py)."""
 
     def __init__(self, callbacks):
         self.items = list(callbacks)
-
-    def extra_losses(self, run) -> list:
-        """Every callback's extra loss term (those that return one)."""
-        terms = [cb.extra_loss(run) for cb in self.items if hasattr(cb, "extra_loss")]
-        return [t for t in terms if t is not None]
 
     def __getattr__(self, event: str):
         if event not in EVENTS:
             raise AttributeError(event)
 
-        def fire(*args, **kwargs):
+        def fire(run, *args, **kwargs):
+            view = _view(run)
             for cb in self.items:
                 fn = getattr(cb, event, None)
                 if fn is not None:
-                    fn(*args, **kwargs)
+                    fn(view, *args, **kwargs)
         return fire
+
+
+def _view(run):
+    """What a callback is given: the RunState's view (None, or a view already, as it is)."""
+    return view_of(run) if isinstance(run, RunState) else run
 
 
 def is_logged(rec: dict, tc) -> bool:
@@ -83,9 +98,7 @@ class MetricsLogger(Callback):
         self.log = log
 
     def on_step_end(self, run, rec: dict) -> None:
-        tc = run.cfg.train
-        run.eval_ctx.step = run.step   # what the evaluators stamp samples.jsonl with
-        if is_logged(rec, tc):
+        if is_logged(rec, run.cfg.train):
             self.log.write(rec)
 
     def on_eval(self, run, scores: dict, verdict) -> None:
@@ -126,7 +139,7 @@ class Console(Callback):
         self._say(f"[tailorlm] step {run.step}: {format_scores(scores, run.base_scores)}{best}", always=True)
         for w in verdict.warnings:
             self._say(f"[tailorlm] warning: {w}", always=True)
-        shown = [] if self.quiet else [x for x in getattr(run.eval_ctx, "samples", []) if x.get("step") == run.step]
+        shown = [] if self.quiet else [x for x in run.samples if x.get("step") == run.step]
         for smp in shown[:SHOW_SAMPLES]:   # what the model says, not only its scores (all in samples.jsonl)
             prompt, generated, reference = (mask_secrets(smp[k]) for k in ("prompt", "generated", "reference"))
             self._say(f"[tailorlm]   sample: {prompt[-80:]!r} -> {generated[:120]!r} (reference {reference[:80]!r})",

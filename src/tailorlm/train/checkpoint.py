@@ -12,7 +12,7 @@ checkpoint only if its manifest verifies, so a kill mid-save leaves nothing that
 
 Hashes prove a file is what was written, not that it loads, so a checkpoint is usable only when
 every file loads into this run: `unreadable` test-reads each one before any model exists, and `read`
-(checkpoint_read.py) checks every tensor against the run's model and optimiser before `apply()`
+(checkpoint_read.py) checks every tensor against the run's model and optimizer before `apply()`
 assigns anything. A run of several processes (train.parallel) writes `dcp/` shards instead
 (checkpoint_dcp.py); `read` and `load` read either format.
 """

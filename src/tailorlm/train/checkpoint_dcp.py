@@ -11,7 +11,7 @@ and every non-tensor value (torch.load(weights_only=False)), so a checkpoint who
 with the manifest rewritten could run code on resume. Here the metadata goes through an unpickler
 that builds only DCP's own metadata classes and torch's dtypes, and the values through
 torch.load(weights_only=True). Reading fills copies of the run's tensors: a checkpoint that fails
-leaves the model and optimiser as they were, and `apply()` assigns only after everything was read.
+leaves the model and optimizer as they were, and `apply()` assigns only after everything was read.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def trainable_state(model, **options) -> dict:
 
 
 def _state(model, optimizer) -> dict:
-    """{"model": trainable parameters by name[, "optim": optimiser state by parameter name]}: sharded
+    """{"model": trainable parameters by name[, "optim": optimizer state by parameter name]}: sharded
     (DTensor) under FSDP, plain tensors otherwise."""
     if optimizer is None:
         return {"model": trainable_state(model)}
@@ -182,7 +182,7 @@ def _cause(e: BaseException) -> BaseException:
 
 
 def read_single_into_parallel(model, optimizer, params: dict, osd: dict | None):
-    """A single-process checkpoint (full tensors, already checked against this run; optimiser state keyed
+    """A single-process checkpoint (full tensors, already checked against this run; optimizer state keyed
     by position) into a parallel run: keyed by name, then distributed to this rank's shards by
     set_state_dict. Returns the function that assigns them."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict

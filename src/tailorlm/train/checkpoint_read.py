@@ -3,8 +3,8 @@
 Hashes prove a file is what was written, not that it loads into this run: a file swapped with the
 manifest rewritten, or a bug that wrote the wrong tensor, verifies and still does not fit. So every
 file is read into fresh tensors and checked (every trainable parameter's name, shape and dtype, the
-optimiser's groups and the shapes of its moments) before anything is assigned: a checkpoint that
-fails raises Unloadable and leaves the model and optimiser as they were, for the caller to try an
+optimizer's groups and the shapes of its moments) before anything is assigned: a checkpoint that
+fails raises Unloadable and leaves the model and optimizer as they were, for the caller to try an
 older one. A read error of the disk itself (permissions, memory) is raised as it is: it says nothing
 about the checkpoint, which must not be thrown away for it.
 """
@@ -26,15 +26,15 @@ from .checkpoint import Unloadable, _state_problem, describe
 @dataclass
 class Loaded:
     """A checkpoint read and checked against the run, nothing assigned yet: `state` is state.json,
-    `apply()` puts the parameters (and optimiser state) into the run's model (and optimiser)."""
+    `apply()` puts the parameters (and optimizer state) into the run's model (and optimizer)."""
     state: dict
     apply: Callable[[], None]
 
 
 def read(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> Loaded:
     """Every file of the checkpoint read into fresh tensors and checked against the run: each trainable
-    parameter by name, shape and dtype, the optimiser's groups and the shape of its state. Raises
-    Unloadable (the file and why) for anything that does not fit; the model and optimiser stay as they
+    parameter by name, shape and dtype, the optimizer's groups and the shape of its state. Raises
+    Unloadable (the file and why) for anything that does not fit; the model and optimizer stay as they
     were until `apply()`. Denied permission and exhausted memory are raised as they are: they say
     nothing about the checkpoint."""
     why = _state_problem(ckpt_dir)
@@ -51,7 +51,7 @@ def read(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> Loaded:
 
 
 def load(ckpt_dir: Path, *, model, optimizer=None, dist=None) -> dict:
-    """Parameters (and optimiser state) into `model`, whichever format the checkpoint has and however
+    """Parameters (and optimizer state) into `model`, whichever format the checkpoint has and however
     many processes wrote it, all or nothing (see `read`); returns state.json."""
     loaded = read(ckpt_dir, model=model, optimizer=optimizer, dist=dist)
     loaded.apply()
@@ -113,7 +113,7 @@ def _optimizer_misfit(sd, optimizer) -> str | None:
 
 
 def _assign(model, optimizer, params: dict, osd: dict | None) -> None:
-    """Checked state into the run: the optimiser first (put back as it was if torch still refuses),
+    """Checked state into the run: the optimizer first (put back as it was if torch still refuses),
     then the parameters, whose copies cannot fail once names, shapes and dtypes match."""
     if optimizer is not None:
         before = copy.deepcopy(optimizer.state_dict())

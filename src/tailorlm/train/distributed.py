@@ -12,7 +12,7 @@ call it as before:
           evaluation read attributes of the model, which a wrapper would hide behind `.module`.
     fsdp  torch.distributed.fsdp.fully_shard (FSDP2): every decoder layer, then the root, sharded
           over the ranks; frozen base weights are sharded too, but get neither gradients nor
-          optimiser state (the optimiser only ever sees the method's trainable parameters).
+          optimizer state (the optimizer only ever sees the method's trainable parameters).
 
 Both engines average gradients over ranks. Each rank's loss is its sum of per-token losses divided
 by the number of target tokens in the whole global batch, times the world size, so what lands in

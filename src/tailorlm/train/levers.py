@@ -228,7 +228,7 @@ def step_scope(model, tc, dist_kind: str):
 
 
 def apply_levers(model, tc, say) -> None:
-    """The model-side levers train.frozen_bottom and train.compile, in place (the loss and optimiser
+    """The model-side levers train.frozen_bottom and train.compile, in place (the loss and optimizer
     levers are chosen in setup: loss_function, build_optimizer)."""
     if tc.frozen_bottom:
         n = freeze_bottom(model)

@@ -1,7 +1,8 @@
 """The training loop, top to bottom: set up, then step / evaluate / save until done, then finish.
 
 Each phase is a function over one RunState (train/state.py); what varies plugs in through the
-method registry, the evaluator registry and callbacks (train/callbacks.py), never by editing this.
+method registry, the evaluator registry and callbacks (train/callbacks.py: each sees a RunView,
+train/view.py, and adds loss terms through extra_loss), never by editing this.
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def run_loop(run: RunState) -> dict:
         while run.step < tc.steps:
             run.callbacks.on_step_start(run)
             rec, stopping = train_step(run, stop.requested)
+            run.eval_ctx.step = run.step   # the step the evaluators score (and stamp their files with)
             run.callbacks.on_step_end(run, rec)
             check_finite(run, rec)
             if due(run.step, tc.eval_every, tc.steps):

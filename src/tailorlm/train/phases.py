@@ -12,13 +12,14 @@ import signal
 import time
 from pathlib import Path
 
-from ..atomic import DiskFull, replace_dir, temp_dir_beside, why_full, write_text
-from ..build import start_model, with_method
+from ..atomic import DiskFull, replace_dir, temp_dir_beside, why_full
+from ..build import with_method
 from ..errors import TailorError
 from ..eval.evaluators import evaluate
 from ..eval.metrics import deltas, format_scores
 from ..probes.store import spare_probes
 from ..progress import phase
+from ..run import RunDir, start_model
 from . import checkpoint
 from .signals import Interrupted
 
@@ -44,7 +45,7 @@ def evaluate_and_select(run) -> None:
     run.scores = {**scores, "step": run.step}
     if verdict.improved and run.cfg.eval.keep_best:
         try:
-            checkpoint.save(run.run_dir / "checkpoints" / "best", params=run.params, optimizer=None,
+            checkpoint.save(RunDir.at(run.run_dir).checkpoints / "best", params=run.params, optimizer=None,
                             state={"step": run.step}, model=run.model, dist=run.dist)
         except OSError as e:  # the best so far could not be kept: say so, keep the run going
             run.guard.best_step = None
@@ -58,7 +59,7 @@ def evaluate_and_select(run) -> None:
 def save_checkpoint(run) -> None:
     """An atomic, verified checkpoint of the run state; a failed save keeps the run (and the previous
     checkpoint) alive and says so."""
-    root = run.run_dir / "checkpoints"
+    root = RunDir.at(run.run_dir).checkpoints
     path = root / f"step-{run.step:06d}"
     try:
         checkpoint.save(path, params=run.params, optimizer=run.opt, state=run.state_dict(), model=run.model,
@@ -119,7 +120,7 @@ def _final_weights(run) -> None:
     cfg, g = run.cfg, run.guard
     if not (cfg.eval.keep_best and g.best_step is not None and g.best_step != run.step):
         return
-    best = run.run_dir / "checkpoints" / "best"
+    best = RunDir.at(run.run_dir).checkpoints / "best"
     why = run.dist.on_main(_unusable_best, best, g.best_step)
     if why is None:
         try:   # all or nothing: a best/ that verifies but does not fit leaves the last step's weights
@@ -148,11 +149,12 @@ def _unusable_best(best: Path, step: int) -> str | None:
 def _write_summary(run, summary: dict) -> None:
     """summary.json (rank 0), the run's last word: a disk that cannot take it stops the run with
     final/ written and the last checkpoint kept, and `--resume` writes both again."""
-    path = run.run_dir / "summary.json"
+    folder = RunDir.at(run.run_dir)
+    path = folder.summary_file
     try:
-        write_text(path, json.dumps(summary, indent=1))
+        folder.write_summary(summary)
     except OSError as e:
-        last, _ = checkpoint.latest(run.run_dir / "checkpoints")
+        last, _ = checkpoint.latest(folder.checkpoints)
         raise _unfinished(run, path, e, "final/ is written, ", last) from None
 
 
@@ -160,7 +162,7 @@ def _write_final(run) -> None:
     """final/ through the method's own save (parallel: gathered to rank 0 into a plain model, so it is
     what one process would have written), into a hidden folder beside it, renamed into place: a
     failure (a full disk) leaves no half-written final/, and says what is intact and how to finish."""
-    dist, final, cfg = run.dist, run.run_dir / "final", run.cfg
+    dist, final, cfg = run.dist, RunDir.at(run.run_dir).final, run.cfg
     tmp, err = dist.on_main(_temp_beside, final)   # (a full disk can refuse even the empty folder)
     tmp = None if tmp is None else Path(tmp)
     try:
@@ -176,7 +178,7 @@ def _write_final(run) -> None:
         return
     if dist.main and tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
-    last, _ = dist.on_main(checkpoint.latest, run.run_dir / "checkpoints")
+    last, _ = dist.on_main(checkpoint.latest, RunDir.at(run.run_dir).checkpoints)
     raise _unfinished(run, final, err, "", last)
 
 

@@ -13,12 +13,13 @@ import json
 from ..atomic import DiskFull, write_text
 from ..report.collect import env_info
 from ..report.page import write_report
+from ..run.folder import ENV, REPORT, RunDir
 from .callbacks import Callback
 
 
 class ReportWriter(Callback):
     def on_start(self, run) -> None:
-        self._guard(run, "env.json", lambda: write_text(run.run_dir / "env.json", json.dumps(env_info(
+        self._guard(run, ENV, lambda: write_text(RunDir.at(run.run_dir).env_file, json.dumps(env_info(
             device=str(run.device), processes=run.dist.world, precision=run.cfg.train.precision), indent=1)))
 
     def on_message(self, run, text, record=None, always=False) -> None:
@@ -29,7 +30,7 @@ class ReportWriter(Callback):
         self._write(run)
 
     def _write(self, run) -> None:
-        self._guard(run, "report.html", lambda: write_report([run.run_dir]))
+        self._guard(run, REPORT, lambda: write_report([run.run_dir]))
 
     @staticmethod
     def _guard(run, what: str, fn) -> None:

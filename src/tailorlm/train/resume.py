@@ -1,7 +1,7 @@
 """Resuming a run from the newest checkpoint that loads whole, falling back to older ones.
 
 rundir.py picks the newest checkpoint that verifies and whose files can be read (before any model
-exists); only the built run can tell whether its tensors fit: names, shapes, dtypes, the optimiser's
+exists); only the built run can tell whether its tensors fit: names, shapes, dtypes, the optimizer's
 state, the run state. One that does not fit is removed, as rundir removes a corrupt one, in one line
 saying which and why, and the next older one is tried; when none is left the run starts clean in
 place (setup.py builds it again: base evaluation and data audit included).
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import write_text
 from ..config import Config, to_yaml
 from ..errors import ConfigError
+from ..run import RunDir
 from . import checkpoint
 from .log import MetricsLog
 from .rundir import Start, _resume_point, mark
@@ -34,8 +34,7 @@ SHAPING = ("model.path", "model.task", "model.dtype", "model.init_from", "method
 
 def config_written(cfg: Config) -> str | None:
     """The run's config.yaml as the checkpoints were written with it (before a resume rewrites it)."""
-    f = Path(cfg.output.dir) / "config.yaml"
-    return f.read_text() if f.is_file() else None
+    return RunDir.at(cfg.output.dir).config_text()
 
 
 def resume(run, log: MetricsLog | None, last: Path, written: str | None) -> bool:
@@ -53,8 +52,8 @@ def resume(run, log: MetricsLog | None, last: Path, written: str | None) -> bool
         return False
     if log is not None:   # the killed run may have logged steps (and samples) past its last checkpoint
         log.truncate_after(run.step)
-        if (run.run_dir / "samples.jsonl").is_file():
-            MetricsLog(run.run_dir / "samples.jsonl").truncate_after(run.step)
+        if (samples := RunDir.at(run.run_dir).samples_file).is_file():
+            MetricsLog(samples).truncate_after(run.step)
     run.say(f"[tailorlm] resumed from {last.name} (step {run.step})", always=True)
     return True
 
@@ -105,7 +104,7 @@ def _refuse_if_config_changed(run, ckpt: Path, why: str, written: str | None) ->
     changed = _shaping_changes(written, run.cfg)
     if not changed:
         return
-    run.dist.on_main(write_text, run.run_dir / "config.yaml", written)   # as the checkpoints were written
+    run.dist.on_main(RunDir.at(run.run_dir).write_config, written)   # as the checkpoints were written
     raise ConfigError(f"{ckpt.name} does not load into this run ({why}), and this resume changes "
                       f"{', '.join(changed)} from what the run was written with; nothing was removed. Fix: "
                       f"tailorlm train --resume {run.run_dir} without those overrides, or a new output.dir")
@@ -132,5 +131,5 @@ def clean_start(cfg: Config, run_dir: Path) -> Start:
     run's own files cleared (config.yaml, its marker and lock kept), marked as a start (rank 0)."""
     start = _resume_point(run_dir)
     mark(run_dir, "setup")
-    write_text(run_dir / "config.yaml", to_yaml(cfg))
+    RunDir.at(run_dir).write_config(cfg)
     return start

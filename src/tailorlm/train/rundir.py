@@ -10,7 +10,7 @@ until the first step starts and `training` from then on, and deletes only what i
   signal), so the same command starts again in it; one in `training` holds a run, which only
   `--resume` continues and only output.overwrite=true replaces.
 
-One process writes a run folder at a time: preparing it takes the folder's lock (runlock.py,
+One process writes a run folder at a time: preparing it takes the folder's lock (run/lock.py,
 `.tailorlm-lock`) before anything there is written or deleted, and the run holds it until it ends, so
 a second start or a `--resume` of a run still going is refused, naming the holder; the lock file is
 tailorlm's own, never emptied away and never foreign.
@@ -22,21 +22,17 @@ place: log, base evaluation and data audit done again, not appended to.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import holds_cwd, is_debris_of, write_text
-from ..config import Config, to_yaml
+from ..atomic import holds_cwd
+from ..config import Config
 from ..errors import RunExistsError
-from ..runlock import LOCK, released_after, take
+from ..run.folder import CONFIG, LOCK, MARKER, RunDir, is_own, mark, state
+from ..run.lock import released_after, take
 from . import checkpoint
 
-MARKER = ".tailorlm-run"
-# everything tailorlm writes at the top of a run directory (and, hidden, their temporaries)
-OWN = ("config.yaml", "metrics.jsonl", "samples.jsonl", "checkpoints", "final", "summary.json", "base_eval.json",
-       "audit.json", "env.json", "report.html", "explain.html", "canaries.json", "probes", MARKER, LOCK)
 BUSY = ", or another output.dir"   # the fix a refused second writer is offered beside waiting
 
 
@@ -47,22 +43,6 @@ class Start:
     run_dir: Path
     resume_from: Path | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def is_own(name: str) -> bool:
-    return name in OWN or any(is_debris_of(name, o) for o in OWN)
-
-
-def state(run: Path) -> str | None:
-    """The marker's state, or None where there is no (readable) marker: not a folder tailorlm made."""
-    try:
-        return json.loads((run / MARKER).read_text()).get("state")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def mark(run: Path, new_state: str) -> None:
-    write_text(run / MARKER, json.dumps({"tool": "tailorlm", "state": new_state}) + "\n")
 
 
 def prepare_run_dir(cfg: Config, resume: bool) -> Start:
@@ -82,7 +62,7 @@ def prepare_run_dir(cfg: Config, resume: bool) -> Start:
                 _claim(run, cfg.output.overwrite)
             run.mkdir(parents=True, exist_ok=True)
             mark(run, "setup")
-        write_text(run / "config.yaml", to_yaml(cfg))
+        RunDir.at(run).write_config(cfg)
     except BaseException:
         if new:
             lock.release()
@@ -147,15 +127,15 @@ def _resume_point(run: Path) -> Start:
             if p.name.startswith(".") and p.name not in (MARKER, LOCK) and is_own(p.name):
                 _remove(p)
                 notes.append(f"removed {p.name}: left by an interrupted write")
-    last, found = checkpoint.latest(run / "checkpoints")
+    last, found = checkpoint.latest(RunDir.at(run).checkpoints)
     notes += found
     if last is None:
         notes.append(f"nothing could be resumed in {run} (no verified checkpoint); starting a clean run in place: "
                      "the log, the base evaluation and the data audit start again")
         if run.is_dir():
-            _empty(run, keep=("config.yaml", MARKER))
+            _empty(run, keep=(CONFIG, MARKER))
         return Start(run, None, notes)
-    return Start(run, last, notes + checkpoint.discard(run / "checkpoints", last))
+    return Start(run, last, notes + checkpoint.discard(RunDir.at(run).checkpoints, last))
 
 
 def _remove(p: Path) -> None:

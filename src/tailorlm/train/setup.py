@@ -2,7 +2,7 @@
 
 Data first (bad data fails before the model loads), then the model the run starts from, the base
 model's scores at step 0 (every evaluator, the retention probe included), the method, the
-optimiser, and, with `resume`, the newest checkpoint that loads whole into the run (train/rundir.py
+optimizer, and, with `resume`, the newest checkpoint that loads whole into the run (train/rundir.py
 decides what there is to resume, and what a fresh start may replace, before anything is read or
 deleted; train/resume.py falls back to older checkpoints, and to a clean start in place, when one
 that verified does not fit the run).
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import write_text
-from ..build import build, resolve_paths, run_dir_of, with_method
+from ..build import resolve_paths, with_method
 from ..config import Config, to_yaml
 from ..data.batching import Order
 from ..device import pick_device, resolve_precision
@@ -25,9 +25,11 @@ from ..eval.evaluators import EvalContext, evaluate, resolve
 from ..eval.metrics import format_scores
 from ..forward import batcher
 from ..methods import METHODS, count, trainable
+from ..probes import evaluators as _probe_evaluators  # noqa: F401  (registers the probes' evaluators)
 from ..probes.canaries import insert_canaries
 from ..progress import phase
 from ..retention.session import Retention
+from ..run import RunDir, build, run_dir_of
 from ..seed import seed_everything
 from . import checkpoint
 from . import resume as resuming
@@ -35,6 +37,7 @@ from .callbacks import Callbacks, Console, MetricsLogger, load_callbacks
 from .distributed import Dist
 from .levers import apply_levers, loss_function, step_scope
 from .log import MetricsLog
+from .losses import retention_callbacks
 from .optim import build_optimizer, build_scheduler
 from .preflight import audit_data, plan_check
 from .report_cb import ReportWriter
@@ -60,7 +63,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     plan_check(cfg, dist.world, lambda text, always=False: quiet or print(text, flush=True))   # before any weight
     written = dist.on_main(resuming.config_written, cfg) if resume else None   # before prepare_run_dir rewrites it
     start = dist.on_main(prepare_run_dir, cfg, resume)   # rank 0 prepares the folder; every rank learns how
-    log = MetricsLog(start.run_dir / "metrics.jsonl") if dist.main else None   # only rank 0 logs and writes files
+    log = MetricsLog(RunDir.at(start.run_dir).metrics_file) if dist.main else None   # only rank 0 logs and writes files
     own = [MetricsLogger(log), Console(quiet), ReportWriter()] if dist.main else []
     own += [Trackers(tc.report_to)] if dist.main and tc.report_to else []   # train.report_to, rank 0 only
     cbs = Callbacks(own + load_callbacks(tc.callbacks) + list(callbacks))
@@ -76,8 +79,8 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
         gc.collect()
         run = _assemble(at, dist.on_main(resuming.clean_start, cfg, start.run_dir), None)
     _start_budget(run)
-    if run.base_scores is None and (start.run_dir / "base_eval.json").is_file():
-        run.base_scores = json.loads((start.run_dir / "base_eval.json").read_text())
+    if run.base_scores is None and RunDir.at(start.run_dir).base_eval_file.is_file():
+        run.base_scores = json.loads(RunDir.at(start.run_dir).base_eval_file.read_text())
     return run
 
 
@@ -98,7 +101,7 @@ class _Setup:
 
 
 def _assemble(at: _Setup, start, model) -> RunState | None:
-    """Data, model, method, optimiser and the run state; on a resume, the newest checkpoint that loads.
+    """Data, model, method, optimizer and the run state; on a resume, the newest checkpoint that loads.
     None when resuming found no checkpoint that does (each was removed)."""
     cfg, tc, dist, device, say = at.cfg, at.cfg.train, at.dist, at.device, at.say
     run_dir, resume = start.run_dir, start.resume_from is not None   # (nothing usable: a clean start)
@@ -112,7 +115,7 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
     if (canaries := insert_canaries(cfg, data, tok, run_dir if dist.main else None)) is not None:   # run only
         say(f"[tailorlm] privacy: {len(canaries.inserted)} canaries x {canaries.levels()} copies added to the "
             f"training examples ({data.report['canaries']['rows']} rows; RUN/canaries.json)")
-    _write(dist, run_dir / "config.yaml", to_yaml(cfg))   # with what build() pinned (a classifier's labels)
+    _write(dist, RunDir.at(run_dir).config_file, to_yaml(cfg))   # with what build() pinned (a classifier's labels)
     say(f"[tailorlm] {data.describe()}")   # every split's skipped lines, rejected rows, truncation (data/counts.py)
     model.to(device)
     retention = _retention(cfg, model, tok, device, say)
@@ -141,7 +144,8 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
         loss_fn=loss_function(cfg.model.task, tc.loss_chunk, model, say),
         guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
                     cfg.retention.patience),
-        eval_ctx=ctx, callbacks=at.cbs, retention=retention, step_scope=step_scope(model, tc, dist.mode),
+        eval_ctx=ctx, callbacks=Callbacks(retention_callbacks(retention) + at.cbs.items),
+        step_scope=step_scope(model, tc, dist.mode),
         n_trainable=n_train, n_total=n_total, t_start=at.t_start, base_scores=base_scores)
     if resume and not resuming.resume(run, at.log, start.resume_from, at.written):
         return None
@@ -174,7 +178,7 @@ def _score_base(cfg: Config, model, ctx: EvalContext, resume: bool, dist: Dist, 
             scores = evaluate(model, ctx)
     finally:
         ctx.base = False
-    _write(dist, run_dir / "base_eval.json", json.dumps(scores, indent=1))
+    _write(dist, RunDir.at(run_dir).base_eval_file, json.dumps(scores, indent=1))
     say(f"[tailorlm] base model: {format_scores(scores)}")
     return scores
 
@@ -183,7 +187,7 @@ def _start_budget(run: RunState) -> None:
     """With a forgetting budget, the start is within it: if no evaluation qualifies, final/ is the
     untouched start."""
     if run.step == 0 and run.cfg.retention.max_forgetting is not None and run.cfg.eval.keep_best:
-        checkpoint.save(run.run_dir / "checkpoints" / "best", params=run.params, optimizer=None, state={"step": 0},
+        checkpoint.save(RunDir.at(run.run_dir).checkpoints / "best", params=run.params, optimizer=None, state={"step": 0},
                         model=run.model, dist=run.dist)
         run.guard.best_step = 0
 

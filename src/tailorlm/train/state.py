@@ -1,8 +1,8 @@
 """The run state: everything one training run holds, built by setup_run and advanced by the phases.
 
-The objects (model, data, optimiser, ...) are built once; the counters change every step.
+The objects (model, data, optimizer, ...) are built once; the counters change every step.
 `state_dict()` is exactly what a checkpoint's state.json holds (with the trainable parameters and
-optimiser state beside it), and `load_state_dict()` puts a run back where that checkpoint was.
+optimizer state beside it), and `load_state_dict()` puts a run back where that checkpoint was.
 """
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ class RunState:
     loss_fn: Any                   # forward.LOSSES[task]: (model, batch) -> (loss sum, target tokens)
     guard: Any                     # train.select.Guard: best checkpoint, early stopping, budget
     eval_ctx: Any                  # eval.evaluators.EvalContext
-    callbacks: Any                 # train.callbacks.Callbacks
-    retention: Optional[Any] = None   # retention.session.Retention, when forgetting is measured
+    callbacks: Any                 # train.callbacks.Callbacks (each given a train.view.RunView of this run)
     step_scope: Any = contextlib.nullcontext   # () -> context around a step's passes (train.levers.step_scope)
     n_trainable: int = 0
     n_total: int = 0
@@ -51,6 +50,7 @@ class RunState:
     last_saved: int = 0
     stopped: Optional[str] = None                 # why the run stopped early, if it did
     scores: Optional[dict] = None                 # the latest evaluation, with its "step"
+    notes: dict = field(default_factory=dict)     # numbers callbacks noted for the step in progress (RunView.note)
 
     def state_dict(self) -> dict:
         return {"step": self.step, "scheduler": self.sched.state_dict(), "rng": rng_state(),

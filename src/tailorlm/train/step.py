@@ -1,5 +1,6 @@
-"""One optimiser step: micro-batches, the task loss normalised by the whole global batch's target
-tokens, the forgetting mitigations, clipping, the update (skipped when non-finite), the record."""
+"""One optimizer step: micro-batches, the task loss normalised by the whole global batch's target
+tokens, the callbacks' loss terms (retention's mitigations, continual's penalties), clipping, the
+update (skipped when non-finite), the record."""
 from __future__ import annotations
 
 import math
@@ -9,8 +10,9 @@ import torch
 
 from ..device import autocast, memory_mb
 from ..errors import NonFiniteError, OutOfMemory
-from ..forward import lm_loss_sum
+from ..run import RunDir
 from . import checkpoint
+from .losses import extra_backward
 
 
 def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
@@ -25,9 +27,8 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
     n_tokens = int(dist.sum(sum(b.n_targets for b in micro))[0])
     with run.step_scope():   # train.frozen_cast: frozen weights' bf16 copies, for this step's passes only
         loss_sum = task_backward(run, micro, n_tokens)
-        extra = retention_backward(run) if run.retention is not None else {}
-        extra.update(extra_backward(run))
-    if not all(math.isfinite(extra.get(k, 0.0)) for k in ("penalty", "extra_loss")):
+        extra, finite_terms = extra_backward(run)
+    if not finite_terms:
         loss_sum = float("nan")   # a non-finite penalty skips the step like a non-finite loss
     gnorm = dist.clip_grad_norm(run.params, tc.max_grad_norm)   # global: gradients are synced by now
     run.callbacks.on_before_optimizer_step(run)
@@ -57,7 +58,8 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
            "useful_tokens_per_s": useful / dt, "epoch": run.order.epoch_of(run.step * tc.grad_accum * dist.world),
            "examples": dist.step_examples(run.order, (run.step - 1) * tc.grad_accum, tc.grad_accum,
                                           [i for b in micro for i in b.ids]),
-           **memory_mb(run.device), **extra}
+           **memory_mb(run.device), **extra, **run.notes}
+    run.notes.clear()   # (what callbacks noted for this step: RunView.note)
     if not finite:
         rec["skipped"] = "non-finite loss or gradient norm"
     return rec, stops > 0
@@ -79,37 +81,6 @@ def task_backward(run, micro: list, n_tokens: int) -> float:
     return loss_sum
 
 
-def retention_backward(run) -> dict:
-    """Replay (the general text's mean token loss, weighted by retention.replay: its own mean, since
-    128-token blocks would otherwise swamp a task with a few target tokens per example) and the
-    penalties (L2-SP, EWC, distillation); returns what to log."""
-    r, extra = run.retention, {}
-    replay = r.replay_batch(run.step)
-    if replay is not None and r.mixes_replay:
-        with autocast(run.device, run.cfg.train.precision):
-            s, _ = lm_loss_sum(run.model, replay)
-        (run.cfg.retention.replay * s / max(replay.n_targets, 1)).backward()
-        extra["replay_loss"] = float(s.detach()) / max(replay.n_targets, 1)
-    with autocast(run.device, run.cfg.train.precision):
-        pen = r.penalty(run.model, run.params, replay)
-    if pen is not None:
-        pen.backward()
-        extra["penalty"] = float(pen.detach())
-    return extra
-
-
-def extra_backward(run) -> dict:
-    """Backward of the callbacks' extra loss terms (a continual strategy's penalty, say); their sum
-    is logged as `extra_loss` (a non-finite one skips the step, as a non-finite penalty does)."""
-    with autocast(run.device, run.cfg.train.precision):
-        terms = run.callbacks.extra_losses(run)
-    if not terms:
-        return {}
-    total = sum(terms)
-    total.backward()
-    return {"extra_loss": float(total.detach())}
-
-
 def check_finite(run, rec: dict) -> None:
     """Say so when a step was skipped; stop after train.max_bad_steps non-finite steps in a row."""
     if "skipped" not in rec:
@@ -117,7 +88,7 @@ def check_finite(run, rec: dict) -> None:
     run.say(f"[tailorlm] step {run.step}: non-finite loss/gradient, update skipped ({run.bad_in_a_row} in a row)",
             always=True)
     if run.bad_in_a_row >= run.cfg.train.max_bad_steps:
-        last, _ = checkpoint.latest(run.run_dir / "checkpoints")
+        last, _ = checkpoint.latest(RunDir.at(run.run_dir).checkpoints)
         raise NonFiniteError(
             f"{run.bad_in_a_row} steps in a row had a non-finite loss or gradient (last at step {run.step}); "
             f"stopped. The last good checkpoint is {last or 'none'}. Fix: lower train.lr, keep "
@@ -136,7 +107,9 @@ def out_of_memory_advice(cfg, batch, err: BaseException) -> str:
         tips.append("train.gradient_checkpointing=true (recompute activations in backward)")
     if cfg.data.max_length > 256:
         tips.append(f"data.max_length={cfg.data.max_length // 2} (shorter rows)")
-    if cfg.method.name == "full":
-        tips.append("method=lora (no optimiser state for the base weights)")
+    from ..methods import METHODS
+
+    if METHODS[cfg.method.name].trains_base_weights:   # the method says whether its base weights train
+        tips.append("method=lora (no optimizer state for the base weights)")
     return (f"out of memory on a micro-batch of {tuple(batch.input_ids.shape)} tokens ({err}). Try: "
             + "; or ".join(tips))
