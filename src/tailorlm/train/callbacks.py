@@ -25,6 +25,10 @@ tok, device, dist, run_dir, make_batch, base_scores, samples) and change (`stop(
 The metrics log (metrics.jsonl) and the console progress are ordinary callbacks, on rank 0 only;
 callbacks given to `train(..., callbacks=[...])` or named in `train.callbacks` ("module:Name", a
 class or factory called with no arguments) run on every rank, after retention's (train/losses.py).
+
+A callback may also keep a state of its own across a resume: a `state_key` (str) with a JSON-able
+`state_dict()` and `load_state_dict(st)`, checkpointed in state.json (train/state.py), and add its own
+part to summary.json with `summary_part(summary) -> dict` (retention's forgetting budget does both).
 """
 from __future__ import annotations
 

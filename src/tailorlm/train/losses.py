@@ -19,6 +19,10 @@ Retention's built-in callback comes first, so its terms come before the others',
                   (its own mean, since 128-token blocks would otherwise swamp a task with a few target
                   tokens per example); logged unweighted
     penalty       L2-SP + EWC + distillation (on the same replay batch), logged as their sum
+
+With a forgetting budget (`retention.budget`), a second built-in callback, retention/budget.py's
+Budget, steers the distillation weight from the probe's measurements; RetentionLoss distils with
+that weight and logs it in every step's record as `distill_weight`.
 The retention probe (forgetting measured at each evaluation) is the evaluators' (EvalContext.probe),
 and the forgetting budget the guard's (train/select.py).
 """
@@ -32,6 +36,7 @@ import torch
 
 from ..device import autocast
 from ..forward import lm_loss_sum
+from ..retention.budget import Budget
 from ..retention.session import Retention
 from .view import RunView, view_of
 
@@ -83,8 +88,8 @@ def extra_backward(run) -> tuple[dict, bool]:
 class RetentionLoss:
     """Retention's replay and penalties as a callback (the module docstring)."""
 
-    def __init__(self, retention: Retention):
-        self.r = retention
+    def __init__(self, retention: Retention, budget: Budget | None = None):
+        self.r, self.budget = retention, budget
 
     def extra_loss(self, run: RunView) -> Iterator[LossTerm]:
         r = self.r
@@ -93,11 +98,19 @@ class RetentionLoss:
             s, _ = lm_loss_sum(run.model, replay)
             n = max(replay.n_targets, 1)
             yield LossTerm("replay_loss", run.cfg.retention.replay * s / n, value=float(s.detach()) / n, guards=False)
-        pen = r.penalty(run.model, run.params, replay)
+        weight = None if self.budget is None else self.budget.weight
+        if weight is not None:
+            run.note(distill_weight=weight)
+        pen = r.penalty(run.model, run.params, replay) if weight is None else \
+            r.penalty(run.model, run.params, replay, distill=weight)
         if pen is not None:
             yield LossTerm("penalty", pen)
 
 
 def retention_callbacks(retention: Retention | None) -> list:
-    """The built-in callbacks of a run's retention (none without one), to go first of all."""
-    return [] if retention is None else [RetentionLoss(retention)]
+    """The built-in callbacks of a run's retention (none without one), to go first of all: the loss, and
+    with `retention.budget` the controller that steers its distillation weight."""
+    if retention is None:
+        return []
+    budget = Budget(retention, retention.r) if retention.r.budget is not None else None
+    return [RetentionLoss(retention, budget)] + ([budget] if budget is not None else [])

@@ -105,7 +105,10 @@ def finish(run) -> dict:
                "last_loss": run.history[-1]["loss"] if run.history else None, "base": run.base_scores,
                "final": scores, "delta": deltas(scores, run.base_scores), "skipped_steps": run.skipped_steps,
                "best_step": g.best_step, "stopped_early": run.stopped, "data": run.data.report, "device": run.device,
-               "processes": dist.world, "parallel": dist.mode}
+               "processes": dist.world, "parallel": dist.mode, **({"chosen": run.chosen} if run.chosen else {})}
+    for cb in run.callbacks.items:   # a callback's own part (a forgetting budget's "budget")
+        if hasattr(cb, "summary_part"):
+            summary.update(cb.summary_part(summary))
     if dist.main:
         _write_summary(run, summary)
     run.say(f"[tailorlm] done: {format_scores(scores, run.base_scores)}; {summary['tokens_per_s']} tokens/s "

@@ -32,6 +32,7 @@ from ..retention.session import Retention
 from ..run import RunDir, build, run_dir_of
 from ..seed import seed_everything
 from . import checkpoint
+from . import lr_race
 from . import resume as resuming
 from .callbacks import Callbacks, Console, MetricsLogger, load_callbacks
 from .distributed import Dist
@@ -133,7 +134,8 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
         f"({100 * n_train / n_total:.3f}%)")
     if retention is not None:
         retention.attach(model, params, method, data.train)   # EWC's Fisher: the replay half, never the probe
-    opt = build_optimizer(params, tc.lr, tc.weight_decay, device, impl=tc.optimizer_impl)
+    lr = 0.0 if tc.lr == "auto" else tc.lr   # (auto: lr_race.settle below sets it)
+    opt = build_optimizer(params, lr, tc.weight_decay, device, impl=tc.optimizer_impl)
     run = RunState(
         cfg=cfg, run_dir=run_dir, dist=dist, device=device, model=model, tok=tok, data=data, method=method,
         params=params, opt=opt, sched=build_scheduler(opt, warmup=tc.warmup, total=tc.steps, schedule=tc.schedule,
@@ -147,6 +149,7 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
         eval_ctx=ctx, callbacks=Callbacks(retention_callbacks(retention) + at.cbs.items),
         step_scope=step_scope(model, tc, dist.mode),
         n_trainable=n_train, n_total=n_total, t_start=at.t_start, base_scores=base_scores)
+    lr_race.settle(run, at.written)   # train.lr: auto: the race's lr (train/lr_race.py), or config.yaml's
     if resume and not resuming.resume(run, at.log, start.resume_from, at.written):
         return None
     return run

@@ -45,6 +45,7 @@ class RunState:
     train_time: float = 0.0                       # seconds inside steps
     base_scores: Optional[dict] = None            # the base model's scores at step 0
     skipped_steps: int = 0                        # non-finite steps whose update was skipped
+    chosen: Optional[dict] = None                 # what train.lr: auto chose (train/lr_race.py)
     # ---- this process only (not checkpointed)
     bad_in_a_row: int = 0
     last_saved: int = 0
@@ -55,7 +56,9 @@ class RunState:
     def state_dict(self) -> dict:
         return {"step": self.step, "scheduler": self.sched.state_dict(), "rng": rng_state(),
                 "history": self.history, "tokens_seen": self.tokens_seen, "train_time": self.train_time,
-                "base_scores": self.base_scores, "skipped_steps": self.skipped_steps, "guard": self.guard.state()}
+                "base_scores": self.base_scores, "skipped_steps": self.skipped_steps, "guard": self.guard.state(),
+                "callbacks": {cb.state_key: cb.state_dict() for cb in self._stateful()},
+                **({"chosen": self.chosen} if self.chosen else {})}
 
     def load_state_dict(self, st: dict) -> None:
         self.sched.load_state_dict(st["scheduler"])
@@ -64,7 +67,18 @@ class RunState:
         self.tokens_seen, self.train_time = st["tokens_seen"], st["train_time"]
         self.base_scores, self.skipped_steps = st.get("base_scores"), st.get("skipped_steps", 0)
         self.guard.load(st.get("guard", {}))
+        self.chosen = st.get("chosen", self.chosen)
+        held = st.get("callbacks") or {}
+        for cb in self._stateful():
+            if cb.state_key in held:
+                cb.load_state_dict(held[cb.state_key])
         self.last_saved = self.step
+
+    def _stateful(self) -> list:
+        """The callbacks with a state of their own, checkpointed in state.json under their `state_key`: a
+        JSON-able `state_dict()` and `load_state_dict(st)` (a forgetting budget's weight)."""
+        items = getattr(self.callbacks, "items", None) or []
+        return [cb for cb in items if isinstance(getattr(cb, "state_key", None), str)]
 
     def say(self, text: str, always: bool = False) -> None:
         self.callbacks.on_message(self, text, None, always)
@@ -72,3 +86,4 @@ class RunState:
     def log(self, record: dict, text: str | None = None) -> None:
         """A record for metrics.jsonl (stamped with the step) and, with text, a line for the console."""
         self.callbacks.on_message(self, text, record, True)
+
