@@ -86,6 +86,17 @@ class DataConfig(Strict):
         "loss by n / (classes x its count)")
 
 
+def _number_or_auto(v: Any, cast, kind: str) -> Any:
+    """A field that takes a number or `auto`: a string parsed with `cast`, and one message for a word that
+    is neither (not one per member of the union)."""
+    if isinstance(v, str) and v != "auto":
+        try:
+            return cast(v)
+        except ValueError:
+            raise ValueError(f"Input should be a valid {kind}, or auto (got {v!r})") from None
+    return v
+
+
 class TrainConfig(Strict):
     steps: Union[int, Literal["auto"], None] = F(
         100, "optimizer steps (or set `epochs`, not both); `auto`: from the data size, steps = clamp(3 x train "
@@ -159,12 +170,7 @@ class TrainConfig(Strict):
     @field_validator("steps", mode="before")
     @classmethod
     def _steps_or_auto(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "auto":
-            try:
-                return int(v)
-            except ValueError:
-                raise ValueError(f"Input should be a valid integer, or auto (got {v!r})") from None
-        return v
+        return _number_or_auto(v, int, "integer")
 
     @field_validator("steps")
     @classmethod
@@ -176,13 +182,7 @@ class TrainConfig(Strict):
     @field_validator("lr", mode="before")
     @classmethod
     def _lr_or_auto(cls, v: Any) -> Any:
-        """One message for a word that is neither a number nor `auto` (not one per member of the union)."""
-        if isinstance(v, str) and v != "auto":
-            try:
-                return float(v)
-            except ValueError:
-                raise ValueError(f"Input should be a valid number, or auto (got {v!r})") from None
-        return v
+        return _number_or_auto(v, float, "number")
 
     @field_validator("lr", "lr_grid")
     @classmethod

@@ -222,8 +222,7 @@ def test_resume_after_a_kill_during_start_up_says_so_and_starts_clean(tmp_path, 
 def test_resume_when_every_checkpoint_is_corrupt_starts_clean_without_duplicate_steps(tmp_path, tiny_llama,
                                                                                       tweets_text_file, reference,
                                                                                       capsys):
-    cfg = tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, *RESUMABLE,
-                                          file=tmp_path / "run.yaml")
+    cfg = tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, *RESUMABLE, file=tmp_path / "run.yaml")
     run = tmp_path / "run"
     with pytest.raises(_Crash):
         train(load_config(cfg), quiet=True, callbacks=[CrashBefore(7)])
@@ -264,8 +263,7 @@ def test_debris_of_killed_saves_and_rotations_is_removed_on_resume(tmp_path, tin
 def test_a_pickle_payload_in_optimizer_state_falls_back_to_the_previous_checkpoint(tmp_path, tiny_llama,
                                                                                    tweets_text_file, reference,
                                                                                    capsys):
-    cfg = tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, *RESUMABLE,
-                                          file=tmp_path / "run.yaml")
+    cfg = tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, *RESUMABLE, file=tmp_path / "run.yaml")
     run, pwned = tmp_path / "run", tmp_path / "pwned"
     with pytest.raises(_Crash):
         train(load_config(cfg), quiet=True, callbacks=[CrashBefore(11)])

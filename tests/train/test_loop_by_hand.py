@@ -126,11 +126,11 @@ class PenaltyCalls:
 
         mp.setattr(Retention, "attach", attach)
 
-        def penalty(self_, model, params, replay):
+        def penalty(self_, model, params, replay, **kw):   # (kw: a forgetting budget's distill weight)
             cap.retention = self_
             step = len(cap.calls) + 1
             extra = on_call(step, model, params, replay) if on_call else None
-            out = orig(self_, model, params, replay)
+            out = orig(self_, model, params, replay, **kw)
             cap.calls.append({"params": {n: p.detach().clone() for n, p in params.items()},
                               "replay": replay, "value": None if out is None else float(out.detach()),
                               "extra": extra})

@@ -101,8 +101,7 @@ class RetentionLoss:
         weight = None if self.budget is None else self.budget.weight
         if weight is not None:
             run.note(distill_weight=weight)
-        pen = r.penalty(run.model, run.params, replay) if weight is None else \
-            r.penalty(run.model, run.params, replay, distill=weight)
+        pen = r.penalty(run.model, run.params, replay, distill=weight)
         if pen is not None:
             yield LossTerm("penalty", pen)
 
