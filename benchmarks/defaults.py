@@ -3,6 +3,7 @@
 
     python benchmarks/defaults.py [--tasks ...] [--models smollm2 gemma] [--seeds 1] [--steps N]
                                   [--lrs 1e-4 3e-4 1e-3 3e-3] [--budget X] [--out runs/bench-defaults]
+                                  [--variant NAME --set KEY=VALUE ...] [--table]
 
 Tasks (defaults_tasks.py): real data read where packages install, split once into train / val /
 test under OUT/data. For each task and model, every arm runs `python -m tailorlm train CFG` in a
@@ -16,8 +17,12 @@ and on the test file. The learning rate is chosen on validation (the mean over s
 numbers are reported. Score: macro-F1 for classification, held-out perplexity (exp of the per-token
 loss of the response or text) for instruction and text data; ratio = zero / best (perplexity: best /
 zero), target >= 0.95. Forgetting: the retention probe's general-text NLL change in summary.json.
-`--steps N` caps every arm (a smoke run). Each arm's finished summary.json and each evaluation are
-read back, so a killed benchmark resumes; an arm killed mid-run starts again.
+`--steps N` caps every arm (a smoke run). `--variant NAME --set KEY=VALUE ...` runs every arm with those
+overrides too (a candidate default: its "zero" is the model, the data file and the overrides), into
+OUT/TASK/MODEL/NAME. Each arm's finished summary.json and each evaluation are read back, so a killed
+benchmark resumes; an arm killed mid-run starts again. Each task, model and variant writes its
+result.json; the table (OUT/table.md, `--table` alone rebuilds it) gathers every result.json under OUT,
+so several benchmark processes may share OUT.
 """
 from __future__ import annotations
 
@@ -90,10 +95,10 @@ def score(kind: str, m: dict) -> float | None:
 
 def run_pair(a, task: str, info: dict, model: str) -> dict:
     """Every arm of one task and model, over seeds: {arm: [per seed {summary, val, test}]}."""
-    folder, kind = a.out / task / model, TASKS[task]
+    folder, kind = pair_folder(a.out, task, model, a.variant), TASKS[task]
     rows = {s: min(info[s]["rows"], a.eval_rows or 10**9) for s in ("val", "test")}
     base_cfg = {"model": MODELS[model], "data": {"train": info["files"]["train"]}}
-    common = [f"train.threads={a.threads}"] + ([f"train.steps={a.steps}"] if a.steps else [])
+    common = [f"train.threads={a.threads}"] + ([f"train.steps={a.steps}"] if a.steps else []) + a.set
     arms: dict[str, list] = {}
 
     def one(arm: str, seed: int, cfg: dict, extra: list[str], steps: int | None) -> None:
@@ -102,7 +107,7 @@ def run_pair(a, task: str, info: dict, model: str) -> dict:
         ev = {} if "error" in s else {sp: evaluate(folder, name, sp, info["files"][sp], rows[sp], a.threads)
                                       for sp in ("val", "test")}
         arms.setdefault(arm, []).append({"summary": s, **ev})
-        print(f"[bench] {task} / {model} / {arm} seed {seed}: " + ("error" if "error" in s else
+        print(f"[bench] {task} / {model} / {a.variant} / {arm} seed {seed}: " + ("error" if "error" in s else
               f"{s['steps']} steps, {s['wall_time_s']:.0f} s, val {fmt(score(kind, ev['val']), '.4f')}, "
               f"test {fmt(score(kind, ev['test']), '.4f')}"), flush=True)
 
@@ -140,7 +145,12 @@ def arm_stats(kind: str, runs: list[dict]) -> dict:
             "collapsed": len(collapsed), "seeds": len(ok), "error": None if ok else runs[0]["summary"].get("error")}
 
 
-def summarize(task: str, model: str, arms: dict, budget: str | None) -> dict:
+def pair_folder(out: Path, task: str, model: str, variant: str) -> Path:
+    return out / task / model / ("" if variant == "default" else variant)
+
+
+def summarize(task: str, model: str, arms: dict, budget: str | None, variant: str = "default",
+              overrides: list[str] = ()) -> dict:
     kind = TASKS[task]
     higher = kind == "classification"
     st = {arm: arm_stats(kind, runs) for arm, runs in arms.items()}
@@ -150,7 +160,8 @@ def summarize(task: str, model: str, arms: dict, budget: str | None) -> dict:
     ratio = None
     if z.get("test") and b.get("test"):
         ratio = z["test"] / b["test"] if higher else b["test"] / z["test"]
-    return {"task": task, "model": model, "kind": kind, "metric": "macro-F1" if higher else "perplexity",
+    return {"task": task, "model": model, "variant": variant, "overrides": list(overrides), "kind": kind,
+            "metric": "macro-F1" if higher else "perplexity",
             "zero": z, "best_lr": best[3:] if best else None, "best": b, "ratio": ratio,
             "budget": st.get("budget"), "budget_value": budget, "arms": st}
 
@@ -166,13 +177,21 @@ def table(results: list[dict]) -> str:
         flags = [f"{arm}: one class in {s['collapsed']}/{s['seeds']} seeds" for arm, s in r["arms"].items()
                  if s["collapsed"]] + ([f"zero failed: {z.get('error')}"] if z.get("error") else [])
         bud_cell = fmt(bud.get("forgetting"), "+.4f") if bud.get("seeds") else ("failed" if bud else "")
-        rows.append([r["task"], r["model"], r["kind"], r["metric"], fmt(z.get("test")), fmt(b.get("test")),
+        rows.append([r["task"], r["model"], r.get("variant", "default"), r["kind"], r["metric"], fmt(z.get("test")), fmt(b.get("test")),
                      r["best_lr"] or "", fmt(r["ratio"]), "yes" if (r["ratio"] or 0) >= 0.95 else "no",
                      z.get("steps") or "", fmt(z.get("time"), ".0f"), fmt(z.get("forgetting"), "+.4f"), bud_cell,
                      "; ".join(flags)])
-    return md_table(["task", "model", "kind", "metric (test)", "zero-config", "grid-best", "best lr (val)",
+    return md_table(["task", "model", "variant", "kind", "metric (test)", "zero-config", "grid-best", "best lr (val)",
                      "ratio", ">= 0.95", "steps", "zero time s", "forgetting", "forgetting, budget", "flags"],
-                    "llllrrrrlrrrrl", rows)
+                    "lllllrrrrlrrrrl", rows)
+
+
+def gather(out: Path) -> list[dict]:
+    """Every result.json under OUT, in task, model, variant order (the task table's order)."""
+    found = [json.loads(f.read_text()) for f in out.glob("*/*/**/result.json")]
+    order = {t: i for i, t in enumerate(TASKS)}
+    return sorted(found, key=lambda r: (order.get(r["task"], 99), r["model"], r.get("variant") != "default",
+                                        r.get("variant", "")))
 
 
 def main() -> None:
@@ -186,21 +205,32 @@ def main() -> None:
     ap.add_argument("--eval-rows", type=int, default=None, help="score at most this many val / test rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("runs/bench-defaults"))
+    ap.add_argument("--variant", default="default", help="a name for the --set overrides (OUT/TASK/MODEL/NAME)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every arm")
+    ap.add_argument("--table", action="store_true", help="only rebuild OUT/table.md from the results there")
     a = ap.parse_args()
     a.out = a.out.resolve()
+    if a.set and a.variant == "default":
+        ap.error("--set needs --variant NAME (the default variant is the library's defaults)")
+    if a.table:
+        return write_table(a.out)
     infos = {t: write_task(t, a.out / "data") for t in a.tasks}
     for t, info in infos.items():
         print(f"[bench] {t} ({TASKS[t]}): " + ", ".join(f"{s} {info[s]['rows']}" for s in ("train", "val", "test"))
               + (f"; {len(info['train']['labels'])} labels" if info["train"]["labels"] else ""), flush=True)
-    results = []
+    (a.out / "tasks.json").write_text(json.dumps(infos, indent=1))
     for t in a.tasks:
         for m in a.models:
-            results.append(summarize(t, m, run_pair(a, t, infos[t], m), a.budget))
-            (a.out / "results.json").write_text(json.dumps({"tasks": infos, "results": results}, indent=1))
-    md = table(results)
-    (a.out / "table.md").write_text(md + "\n")
+            r = summarize(t, m, run_pair(a, t, infos[t], m), a.budget, a.variant, a.set)
+            (pair_folder(a.out, t, m, a.variant) / "result.json").write_text(json.dumps(r, indent=1))
+    write_table(a.out)
+
+
+def write_table(out: Path) -> None:
+    md = table(gather(out))
+    (out / "table.md").write_text(md + "\n")
     print("\n" + md)
-    print(f"\n[bench] {a.out / 'table.md'}, {a.out / 'results.json'}")
+    print(f"\n[bench] {out / 'table.md'} (from every result.json under {out})")
 
 
 if __name__ == "__main__":

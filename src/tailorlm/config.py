@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data.formats import prompt_template_for
 from .errors import ConfigError
 from .methods import METHOD_CONFIGS
 
@@ -75,15 +76,18 @@ class DataConfig(Strict):
     label_field: Optional[str] = F(None, "the label field (classification data)")
     messages_field: str = F("messages", "chat rows: the list of `{role, content}` messages")
     labels: Optional[list[str]] = F(None, "classification label words; detected from train otherwise")
-    prompt_template: str = F("{text}", "classification/instruction prompt; `{text}` and `{labels}` fill in")
+    prompt_template: str = F("{text}", "classification/instruction prompt; `{text}` and `{labels}` fill in; `auto`: "
+                             "for classification `Classify the text as one of: {labels}.` before `Text: {text}`, "
+                             "else `{text}` (written into the run's config.yaml)")
     system: Optional[str] = F(None, "system message for chat-templated prompts")
     chat_template: Literal["auto", "never"] = F(
         "auto", "instruction/classification prompts through the model's chat template when it has one")
     packing: bool = F(True, "several examples per row, attention kept inside each (padding-free)")
     audit: bool = F(True, "run the data audit before training (fatal findings stop it)")
-    balance: Literal["none", "sample", "weight"] = F(
+    balance: Literal["none", "sample", "weight", "auto"] = F(
         "none", "classification: `sample` draws classes equally into batches; `weight` weighs each class's "
-        "loss by n / (classes x its count)")
+        "loss by n / (classes x its count); `auto`: `weight` when the largest class is 1.5x the smallest or more, "
+        "else `none` (written into the run's config.yaml)")
 
 
 def _number_or_auto(v: Any, cast, kind: str) -> Any:
@@ -354,9 +358,11 @@ def resolve_with_data(cfg: Config, data) -> None:
     an export reads the same): a classifier head's labels (data.labels, so the run reloads its head
     from the run alone), train.epochs (or train.steps: auto) becomes train.steps, eval.metric auto becomes macro_f1 for
     classification data (accuracy rewards a model that always answers the majority class) or
-    val_loss otherwise."""
+    val_loss otherwise; data.prompt_template and data.balance `auto` become what the data made them."""
     if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
         cfg.data.labels = data.labels
+    cfg.data.prompt_template = prompt_template_for(cfg.data.prompt_template, data.fmt)
+    cfg.data.balance = data.report.get("balance", cfg.data.balance)
     tc = cfg.train
     if tc.epochs is not None:
         steps = max(1, math.ceil(tc.epochs * len(data.train) / (tc.batch_size * tc.grad_accum)))

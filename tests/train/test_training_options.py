@@ -164,6 +164,30 @@ def test_balance_weight_weighs_each_class_equally_in_the_loss(tiny_llama, tiny_b
     assert len({e.weight for e in exs}) == 2
 
 
+def test_balance_and_prompt_auto_follow_the_data_and_are_pinned_into_the_config(tiny_llama, tmp_path):
+    """data.balance: auto weighs a skewed label set (here 1 in 10) and leaves an even one alone;
+    data.prompt_template: auto names the labels in a classification prompt and is the bare text for
+    instruction data. What auto chose is what the run's config records."""
+    from tailorlm.data.formats import LABELS_PROMPT
+    skewed = tiny_config(tmp_path / "s", tiny_llama, write_jsonl(tmp_path / "s.jsonl", skewed_rows(60)), *RUN,
+                         data={"balance": "auto", "prompt_template": "auto"})
+    _, _, data = build(skewed)
+    assert skewed.data.balance == "weight" and skewed.data.prompt_template == LABELS_PROMPT
+    assert {round(e.weight, 3) for e in data.train} == {round(len(data.train) / (2 * n), 3) for n in
+                                                        (sum(e.cls == k for e in data.train) for k in (0, 1))}
+    assert data.formatter.wrap("a b c") == LABELS_PROMPT.format(text="a b c", labels=", ".join(data.labels))
+    even_rows = [{"text": r["text"], "label": "pos" if i % 2 else "neg"} for i, r in enumerate(skewed_rows(60))]
+    even = tiny_config(tmp_path / "e", tiny_llama, write_jsonl(tmp_path / "e.jsonl", even_rows), *RUN,
+                       data={"balance": "auto"})
+    _, _, data = build(even)
+    assert even.data.balance == "none" and {e.weight for e in data.train} == {1.0}
+    qa = [{"prompt": r["text"], "response": "ok"} for r in skewed_rows(20)]
+    inst = tiny_config(tmp_path / "i", tiny_llama, write_jsonl(tmp_path / "i.jsonl", qa), *RUN,
+                       data={"balance": "auto", "prompt_template": "auto"})
+    build(inst)
+    assert inst.data.balance == "none" and inst.data.prompt_template == "{text}"
+
+
 # ------------------------------------------------------------------ item 13: epochs instead of steps
 
 def test_epochs_resolve_to_steps_once_the_data_is_known(tiny_llama, tweets_text_file, tmp_path):

@@ -87,19 +87,30 @@ def _split(checked: Checked, dcfg, seed: int) -> tuple[list[dict], list[dict]]:
     return [r for r in rows for _ in range(weight.get(r["_file"], 1))], val_rows
 
 
-def _balance(dcfg, fmt: str, train: list[Example]) -> None:
+BALANCE_AUTO_RATIO = 1.5   # data.balance: auto weighs classes when the largest is this many times the smallest
+
+
+def _balance(dcfg, fmt: str, train: list[Example]) -> str:
     """data.balance: `weight` gives each training example the loss weight n / (classes x n_class), so
     every class weighs the same in the loss and the mean weight stays 1; `sample` is done by the
-    batch order (batching.Order with Data.groups)."""
-    if dcfg.balance == "none":
-        return
+    batch order (batching.Order with Data.groups); `auto` is `weight` for classification data whose
+    largest class is BALANCE_AUTO_RATIO times its smallest or more, else `none`. Returns the balance
+    used (what the run's config.yaml records)."""
+    counts = Counter(e.cls for e in train)
+    balance = dcfg.balance
+    if balance == "auto":
+        skewed = fmt == "classification" and len(counts) > 1 and \
+            max(counts.values()) >= BALANCE_AUTO_RATIO * min(counts.values())
+        balance = "weight" if skewed else "none"
+    if balance == "none":
+        return balance
     if fmt != "classification":
-        raise DataError(f"data.balance: {dcfg.balance} balances the classes of classification data; this data is "
+        raise DataError(f"data.balance: {balance} balances the classes of classification data; this data is "
                         f"{fmt}. Fix: data.balance: none")
-    if dcfg.balance == "weight":
-        counts = Counter(e.cls for e in train)
+    if balance == "weight":
         for e in train:
             e.weight = len(train) / (len(counts) * counts[e.cls])
+    return balance
 
 
 def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
@@ -118,7 +129,7 @@ def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
                         f"({trep.dropped_too_long} too long, {trep.dropped_no_target} without targets, "
                         f"{trep.skipped_bad_rows} bad rows skipped" + (f"; first: {trep.problems[0]}" if
                                                                          trep.problems else "") + ")")
-    _balance(dcfg, fmt, train)
+    balance = _balance(dcfg, fmt, train)
     splits = {"train": split_counts(problems["train"], trep), "val": split_counts(problems.get("val", []), vrep)}
     if "test" in checked.rows:
         splits["test"] = split_counts(problems["test"], test_rep)
@@ -126,7 +137,7 @@ def build_data(dcfg, tokenizer, seed: int = 0, task: str = "causal_lm") -> Data:
     report = {"format": fmt, "labels": labels, **totals(splits), "splits": splits,
               "skipped_examples": [str(p) for ps in problems.values() for p in ps][:20],
               "rejected_examples": (trep.problems + vrep.problems + test_rep.problems)[:20], "repaired_lines": repaired,
-              "balance": dcfg.balance, "train": trep.to_dict(), "val": vrep.to_dict(), "test_rows": len(test_rows)}
+              "balance": balance, "train": trep.to_dict(), "val": vrep.to_dict(), "test_rows": len(test_rows)}
     if "test" in checked.rows:
         report["test"] = test_rep.to_dict()
     return Data(fmt, fm, labels, train, val, val_rows, test_rows, report, rows)

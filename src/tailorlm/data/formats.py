@@ -17,6 +17,17 @@ from .read import DataError
 from .validate import content_response, field_text, messages_of, text_of
 
 PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
+# data.prompt_template: auto for classification data: the answer's options named before the text, so the
+# label words are in the prompt from the first step (a bare `{text}` leaves the model to guess what is asked).
+LABELS_PROMPT = "Classify the text as one of: {labels}.\n\nText: {text}"
+
+
+def prompt_template_for(template: str, fmt: str) -> str:
+    """data.prompt_template as rendered: `auto` is LABELS_PROMPT for classification data, the bare
+    `{text}` for instruction data; anything else is the user's own template."""
+    if template != "auto":
+        return template
+    return LABELS_PROMPT if fmt == "classification" else "{text}"
 
 
 class Formatter:
@@ -44,7 +55,7 @@ class Formatter:
     def wrap(self, content: str) -> str:
         """The user prompt: data.prompt_template around the content."""
         labels = ", ".join(self.labels or []) if self.fmt == "classification" else ""
-        return self.dcfg.prompt_template.format(text=content, labels=labels)
+        return prompt_template_for(self.dcfg.prompt_template, self.fmt).format(text=content, labels=labels)
 
     def prompt_response(self, row: dict) -> tuple[str, str]:
         """(user prompt, response) for instruction and classification rows."""
