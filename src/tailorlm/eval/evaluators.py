@@ -89,7 +89,8 @@ def accuracy_scores(model, ctx: EvalContext) -> dict:
         return {}
     acc = ACCURACY[c.model.task](model, ctx.data.formatter, rows, device=ctx.device,
                                  precision=c.train.precision, batch_size=c.eval.batch_size)
-    return {k: acc[k] for k in ("accuracy", "macro_f1", "majority", "predicted", "accuracy_warning") if k in acc}
+    return {k: acc[k] for k in ("accuracy", "macro_f1", "majority", "predicted", "per_class", "confusion",
+                                "collapsed", "accuracy_warning") if k in acc}
 
 
 def generation_scores(model, ctx: EvalContext) -> dict:

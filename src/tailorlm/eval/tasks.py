@@ -29,6 +29,25 @@ def macro_f1(gold: list[str], pred: list[str], labels: list[str]) -> float:
     return sum(f1s) / len(f1s) if f1s else 0.0
 
 
+def per_class(gold: list[str], pred: list[str], labels: list[str]) -> dict:
+    """`per_class`: {label: {precision, recall, f1, support}} (precision tp / (tp + fp), recall tp / (tp + fn),
+    F1 their harmonic mean, 0 where undefined, as sklearn's zero_division=0); `confusion`: {labels, matrix}
+    with matrix[i][j] the rows of true label i predicted as label j."""
+    idx = {lab: i for i, lab in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for g, p in zip(gold, pred):
+        if g in idx and p in idx:
+            matrix[idx[g]][idx[p]] += 1
+    rows = {}
+    for i, lab in enumerate(labels):
+        tp, support, predicted = matrix[i][i], sum(matrix[i]), sum(r[i] for r in matrix)
+        prec = tp / predicted if predicted else 0.0
+        rec = tp / support if support else 0.0
+        rows[lab] = {"precision": prec, "recall": rec, "f1": 2 * prec * rec / (prec + rec) if tp else 0.0,
+                     "support": support}
+    return {"per_class": rows, "confusion": {"labels": list(labels), "matrix": matrix}}
+
+
 def report(gold: list[str], pred: list[str], labels: list[str]) -> dict:
     """Accuracy, macro-F1, the majority-class rate (what always answering one class scores), the
     predicted label counts, and `accuracy_warning` when the model answers one class for everything
@@ -39,9 +58,10 @@ def report(gold: list[str], pred: list[str], labels: list[str]) -> dict:
     majority = max((gold.count(lab) for lab in labels), default=0) / n
     predicted = {lab: pred.count(lab) for lab in labels}
     out = {"accuracy": acc, "macro_f1": macro_f1(gold, pred, labels), "n": len(gold), "majority": majority,
-           "predicted": predicted}
+           "predicted": predicted, **per_class(gold, pred, labels)}
     used = [lab for lab, k in predicted.items() if k]
     if len(used) == 1 and len(set(gold)) > 1:
+        out["collapsed"] = used[0]   # one class for every row: never shown as a success (report, compare, eval)
         out["accuracy_warning"] = (f"the classifier answers {used[0]!r} for all {len(pred)} held-out rows "
                                    f"(accuracy {acc:.3f} = that class's rate; macro-F1 {out['macro_f1']:.3f}). "
                                    "Try data.balance: sample or weight")
