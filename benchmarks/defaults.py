@@ -78,8 +78,9 @@ def evaluate(folder: Path, name: str, split: str, file: str, rows: int, threads:
     out = folder / f"{name}.eval-{split}.json"
     if out.is_file():
         return json.loads(out.read_text())
-    p = tailorlm(["eval", str(folder / name), f"data.val={file}", f"data.test={file}", f"eval.max_examples={rows}",
-                  "eval.metrics=[val_loss,accuracy]", f"train.threads={threads}"], folder / f"{name}.log")
+    p = tailorlm(["eval", "--json", "--no-base", str(folder / name), f"data.val={file}", f"data.test={file}",
+                  f"eval.max_examples={rows}", "eval.metrics=[val_loss,accuracy]", f"train.threads={threads}"],
+                 folder / f"{name}.log")
     text = p.stdout[p.stdout.find("{"):] if "{" in p.stdout else ""
     if p.returncode or not text:
         return {"error": (p.stderr.strip().splitlines() or ["no output"])[-1]}
@@ -208,12 +209,16 @@ def main() -> None:
     ap.add_argument("--variant", default="default", help="a name for the --set overrides (OUT/TASK/MODEL/NAME)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every arm")
     ap.add_argument("--table", action="store_true", help="only rebuild OUT/table.md from the results there")
+    ap.add_argument("--archive", type=Path, default=None, help="copy what resumes the benchmark (every arm's "
+                    "summary.json and config.yaml, its scores, result.json, table.md; no weights, no text) to DIR")
     a = ap.parse_args()
     a.out = a.out.resolve()
     if a.set and a.variant == "default":
         ap.error("--set needs --variant NAME (the default variant is the library's defaults)")
     if a.table:
         return write_table(a.out)
+    if a.archive:
+        return archive(a.out, a.archive.resolve())
     infos = {t: write_task(t, a.out / "data") for t in a.tasks}
     for t, info in infos.items():
         print(f"[bench] {t} ({TASKS[t]}): " + ", ".join(f"{s} {info[s]['rows']}" for s in ("train", "val", "test"))
@@ -224,6 +229,24 @@ def main() -> None:
             r = summarize(t, m, run_pair(a, t, infos[t], m), a.budget, a.variant, a.set)
             (pair_folder(a.out, t, m, a.variant) / "result.json").write_text(json.dumps(r, indent=1))
     write_table(a.out)
+
+
+KEEP = ("*/summary.json", "*/config.yaml", "*.eval-*.json", "result.json")
+
+
+def archive(out: Path, dest: Path) -> None:
+    """What a later benchmark resumes from (a session's run folders do not outlive it): `cp -r DEST/. OUT/`
+    puts it back, and `defaults.py` then reads every finished arm instead of training it again. The data
+    splits are not kept (the packages' text is not ours to copy): they are rebuilt, seeded, from the packages."""
+    import shutil
+    n = 0
+    for task in [d for d in out.iterdir() if d.is_dir() and d.name != "data"]:
+        for f in [f for pat in KEEP for f in task.rglob(pat)] + [out / "table.md", out / "tasks.json"]:
+            if f.is_file() and "checkpoints" not in f.parts and "final" not in f.parts:
+                (dest / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest / f.relative_to(out))
+                n += 1
+    print(f"[bench] {n} files to {dest}; resume with: cp -r {dest}/. {out}/")
 
 
 def write_table(out: Path) -> None:

@@ -41,12 +41,12 @@ def test_cli_trains_and_evaluates_a_classifier_on_real_tweets(smollm2_dir, tmp_p
     import tailorlm
 
     os.environ["PYTHONPATH"] = str(Path(tailorlm.__file__).parents[1])  # children run this same tailorlm
-    r = subprocess.run(cli + ["train", str(cfg), "train.seed=1"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cli + ["train", str(cfg), "train.seed=1", "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert out["steps"] == 4 and 0 <= out["final"]["accuracy"] <= 1
     assert out["base"]["predicted"] and sum(out["final"]["predicted"].values()) == 40
-    r = subprocess.run(cli + ["eval", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cli + ["eval", str(tmp_path / "run"), "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert abs(json.loads(r.stdout)["accuracy"] - out["final"]["accuracy"]) < 1e-9
     r = subprocess.run(cli + ["generate", str(tmp_path / "run"), "--prompt", "Say hi.", "--max-new-tokens", "5"],

@@ -4,7 +4,8 @@ Every file tailorlm rewrites (config.yaml, metrics.jsonl when repaired, base_eva
 summary.json, audit.json, the run marker) goes through `write_text`: a temporary file beside it,
 fsynced, renamed over the old one, the folder fsynced. A SIGKILL at any instant leaves either the
 old file or the new one, never an empty or truncated one. Folders (final/, checkpoints, exports)
-are written into `temp_dir_beside` and put in place by `replace_dir`.
+are written into `temp_dir_beside` and put in place by `replace_dir`; a folder meant for others (an
+export) is given the umask's modes first (`share_modes`: mkdtemp makes 0700, safetensors 0600).
 
 Temporary names are hidden and start with the name they stand for (`.config.yaml.<pid>.<hex>.tmp`,
 `.final.<hex>`), so whoever owns the name knows its debris (`is_debris_of`).
@@ -176,6 +177,26 @@ def temp_dir_beside(path: Path) -> Path:
     """A fresh hidden folder next to `path` (same file system, so the final rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+
+
+def umask() -> int:
+    """The process's umask (os can only read it by setting it: set, then put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_modes(tree: Path) -> None:
+    """Give a folder made for others (an export) the modes a plain mkdir and open would: folders 0o777
+    and files 0o666 (0o777 where executable) less the umask, so 0755/0644 under umask 022. mkdtemp
+    makes its folder 0700 and safetensors writes its files 0600: private modes meant for a temporary
+    in a shared /tmp, not for a folder handed to a colleague. Symbolic links are left alone."""
+    mask = umask()
+    for p in [Path(tree), *Path(tree).rglob("*")]:
+        if p.is_symlink():
+            continue
+        full = p.is_dir() or p.stat().st_mode & 0o111
+        os.chmod(p, (0o777 if full else 0o666) & ~mask)
 
 
 def replace_dir(tmp: Path, dest: Path) -> None:

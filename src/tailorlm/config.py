@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .data.formats import prompt_template_for
 from .errors import ConfigError
-from .methods import METHOD_CONFIGS
+from .methods import METHOD_CONFIGS, METHODS
 
 
 class Strict(BaseModel):
@@ -110,8 +110,9 @@ class TrainConfig(Strict):
                                 "grad_accum)), written into the run's config.yaml", gt=0)
     batch_size: int = F(8, "examples per micro-batch (the global one under torchrun)", ge=1)
     grad_accum: int = F(1, "micro-batches per step", ge=1)
-    lr: Union[float, Literal["auto"]] = F(
-        2e-4, "AdamW's peak learning rate; `auto`: a short successive-halving race over `lr_grid` (at most 15% of "
+    lr: Union[float, Literal["auto"], None] = F(
+        None, "AdamW's peak learning rate; null: the method's own (`tailorlm methods`: lora 2e-4, full 2e-5, "
+        "bottleneck 1e-3, ia3 3e-3, prefix 5e-3, prompt 3e-2); `auto`: a short successive-halving race over `lr_grid` (at most 15% of "
         "`steps`, scored by validation loss) picks it, written into the run's config.yaml and summary.json")
     lr_grid: list[float] = F(default_factory=lambda: [1e-4, 2e-4, 5e-4, 1e-3, 3e-3],
                              doc="the candidates `lr: auto` races (log-spaced)", min_length=1)
@@ -191,7 +192,7 @@ class TrainConfig(Strict):
     @field_validator("lr", "lr_grid")
     @classmethod
     def _positive_lr(cls, v: Any) -> Any:
-        if any(x <= 0 for x in (v if isinstance(v, list) else [v]) if not isinstance(x, str)):
+        if any(x <= 0 for x in (v if isinstance(v, list) else [v]) if isinstance(x, (int, float))):
             raise ValueError("a learning rate must be > 0 (or train.lr: auto)")
         return v
 
@@ -329,6 +330,8 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
+        if self.train.lr is None:   # the method's own rate, written into the run's config.yaml
+            self.train.lr = METHODS[self.method.name].default_lr
         if isinstance(self.train.steps, int) and self.train.warmup >= self.train.steps and self.train.warmup > 0:
             self.train.warmup = self.train.steps // 10
         metric, auto = self.eval.metric, self.eval.metric == "auto"

@@ -75,7 +75,7 @@ def test_a_run_started_with_relative_paths_works_from_any_directory(relative_run
     stored = yaml.safe_load((relative_run / "config.yaml").read_text())
     assert stored["model"]["path"] == model_dir and Path(stored["data"]["train"]).is_absolute()
     monkeypatch.chdir(tmp_path)                                   # somewhere else entirely
-    rc, out, err = cli(capsys, "eval", relative_run)
+    rc, out, err = cli(capsys, "eval", relative_run, "--json")
     assert rc == 0 and "val_loss" in json.loads(out), err
     rc, out, err = cli(capsys, "generate", relative_run, "--prompt", "My bag is lost", "--max-new-tokens", "2")
     assert rc == 0, err

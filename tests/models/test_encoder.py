@@ -35,7 +35,7 @@ def test_encoder_classifier_trains_evaluates_and_reloads_from_its_run(method, ti
     assert s["first_loss"] < 2.0                                     # cross-entropy over 3 classes, not a vocab
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["labels"] == ["negative", "neutral", "positive"]   # pinned: the head reloads from the run
-    again = evaluate_target(str(run), [])
+    again = evaluate_target(str(run), [])["scores"]
     assert again["accuracy"] == pytest.approx(s["final"]["accuracy"])
     assert again["val_loss"] == pytest.approx(s["final"]["val_loss"], abs=1e-5)
 

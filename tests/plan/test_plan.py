@@ -140,7 +140,7 @@ def test_refused_before_the_model_loads_with_an_override_that_fits(llama4, docs,
         train(refused, quiet=True)
     msg = str(err.value)
     assert "exceeds" in msg and "nothing was loaded" in msg and not (tmp_path / "run").exists()
-    override = re.search(r"Fix: (.+?) \(predicted", msg).group(1).split()
+    override = re.search(r"Fix: (.+?) \(needs", msg).group(1).split()
     assert any(o.startswith("train.batch_size=") for o in override)   # the first kind tried
     fixed = load_config(raw=json.loads(tiny_config(tmp_path / "run", llama4, docs, *RUN).model_dump_json()),
                         overrides=override + [f"train.memory_limit={limit}"])

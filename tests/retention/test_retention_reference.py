@@ -50,6 +50,22 @@ def test_the_auto_reference_scores_only_the_sampled_answer(tiny_llama, tiny_toke
         assert at == [cut + k for k in range(len(e.input_ids) - cut) if k % 8 == 7]
 
 
+def test_a_base_model_without_a_chat_template_answers_in_a_new_paragraph(tiny_llama, tiny_tokenizer_dir):
+    """No chat template (a base model such as Gemma-3-270M): the instruction ends with a blank line, so the
+    sample is a paragraph of its own; run on from the sentence, Gemma wrote loops at 0.1 nats/token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tailorlm.retention.reference import generate_reference
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.chat_template = None
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    for e in generate_reference(model, tok, n=2, new_tokens=8, seed=0, device="cpu"):
+        cut = next(i for i, t in enumerate(e.labels) if t != IGNORE)
+        assert tok.decode(e.input_ids[:cut]).startswith("Write a short paragraph about ")
+        assert tok.decode(e.input_ids[:cut]).endswith(".\n\n")
+
+
 def test_kl_positions_of_a_fully_scored_text_are_every_8th_token():
     from tailorlm.retention.probe import kl_positions
 

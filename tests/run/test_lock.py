@@ -160,7 +160,7 @@ def test_a_stale_lock_is_taken_over_with_a_note(tmp_path, tiny_llama, tweets_tex
     capsys.readouterr()
     assert main(["train", str(cfg), "--quiet", "output.overwrite=true"]) == 0
     got = capsys.readouterr()
-    notes = [line for line in (got.out + got.err).splitlines() if "stale" in line]
+    notes = [line for line in (got.out + got.err).splitlines() if "took over a stale lock" in line]
     assert len(notes) == 1 and str(pid) in notes[0], got.err[-2000:]
     assert not (run / LOCK).exists() and (run / "final").is_dir()
 

@@ -97,7 +97,7 @@ def test_output_dir_that_is_a_file_is_one_line(tmp_path, tiny_llama, tweets_text
 def test_overrides_may_follow_flags(tmp_path, tiny_llama, tweets_text_file, capsys):
     cfg = tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, *WRITES_ALL, file=tmp_path / "tiny.yaml",
                       train={"steps": 3})
-    assert main(["train", str(cfg), "--quiet", "train.steps=1", "train.eval_every=1"]) == 0
+    assert main(["train", str(cfg), "--quiet", "train.steps=1", "train.eval_every=1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 1
 
 
@@ -106,7 +106,8 @@ def test_overrides_may_follow_flags(tmp_path, tiny_llama, tweets_text_file, caps
 
 def test_a_failed_start_does_not_block_its_own_retry(tmp_path, tiny_llama, tweets_text_file, capsys):
     cfg = tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, *WRITES_ALL, file=tmp_path / "tiny.yaml")
-    assert main(["train", str(cfg), "--quiet", f"data.train={tmp_path / 'typo.jsonl'}"]) == 2
+    (tmp_path / "empty.jsonl").write_text("")                   # (a missing file is refused before the run starts)
+    assert main(["train", str(cfg), "--quiet", f"data.train={tmp_path / 'empty.jsonl'}"]) == 2
     assert (tmp_path / "run" / "config.yaml").is_file()        # the failed start wrote into the run
     capsys.readouterr()
     assert main(["train", str(cfg), "--quiet"]) == 0, capsys.readouterr().err[-2000:]

@@ -91,7 +91,7 @@ def parallel_run(request, tmp_path_factory, tiny_llama, tweets_text_file):
     tmp = tmp_path_factory.mktemp(f"{method}-{mode}")
     cfg = tiny_config(tmp / "run", tiny_llama, tweets_text_file, *PARALLEL_RUN, file=tmp / "cfg.yaml",
                       method=METHOD[method], train={"lr": LR[method], "parallel": mode})
-    p = torchrun("train", str(cfg), "--quiet")
+    p = torchrun("train", str(cfg), "--quiet", "--json")
     assert p.returncode == 0, p.stderr[-4000:]
     return method, mode, tmp / "run", p
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "train:train_command",
     "eval": "evaluate:eval_command",
     "generate": "generate:generate_command",
+    "predict": "predict:predict_command",
     "demo": "demo:demo_command",
     "audit": "audit:audit_command",
     "models": "models:models_command",
@@ -42,6 +43,7 @@ EXAMPLES = """examples:
   tailorlm audit tickets.jsonl --val val.jsonl           check data before training
   tailorlm eval runs/my-run                              held-out scores of a run
   tailorlm generate runs/my-run --prompt "My bag is lost"
+  tailorlm predict runs/my-run test.jsonl --out preds.jsonl   a label and its probability per row
   tailorlm export runs/my-run --merge --out exported/my-run
   tailorlm report runs/my-run                            the run as one HTML page (report.html)
 

@@ -4,11 +4,13 @@ Scores the run's base model (its adapters switched off, or the base folder for f
 and its tuned final/ on the same inputs and prints, per category, base, tuned and the change with a
 paired 95% bootstrap interval: stereotype pairs (the shipped set, a CrowS-Pairs CSV or a BBQ JSONL)
 for a causal LM, and counterfactual flips (group terms, names, company names swapped in held-out
-rows) for classification data. Writes RUN/probes/bias.json, which `tailorlm report` draws; a
-significant rise past bias.threshold is printed as a warning and kept there."""
+rows) for classification data. Writes RUN/probes/bias.json, which `tailorlm report` draws. Ends
+with one line per watched figure: better, worse (red on a terminal) or no significant change against
+bias.threshold (probes/verdict.py); each `worse` is kept in bias.json as a warning."""
 from __future__ import annotations
 
 import math
+import sys
 
 HELP = "bias before and after tuning: stereotype pairs and counterfactual flips"
 EXAMPLES = """examples:
@@ -16,6 +18,7 @@ EXAMPLES = """examples:
   tailorlm bias runs/my-run --probes crows_pairs_anonymized.csv
   tailorlm bias runs/my-run --probes Gender_identity.jsonl --max-pairs 500    BBQ: s_DIS, s_AMB
   tailorlm bias runs/my-run bias.threshold=0.1       overrides of the run's stored config"""
+GROUP_WIDTH = 24   # a longer category name is cut: the table stays within probes.verdict.WIDTH columns
 
 
 def add_arguments(p) -> None:
@@ -28,28 +31,40 @@ def add_arguments(p) -> None:
     p.add_argument("--max-rows", type=int, default=300, help="held-out rows swapped for the flips (default 300)")
 
 
-def fmt_change(r: dict) -> str:
-    if not math.isfinite(r["base"]):
-        return "n/a"
-    star = "*" if r["significant"] else " "
-    return (f"{r['base']:7.3f} {r['tuned']:7.3f} {r['change']:+7.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]{star}")
+def _num(x: float, signed: bool = False) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def table(rows: list[dict], what: str) -> str:
-    """One line per group, one 'base tuned change [lo, hi]' column per metric; * = interval excludes 0."""
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    groups = list(dict.fromkeys(r["group"] for r in rows))
-    by = {(r["metric"], r["group"]): r for r in rows}
-    width = max(len(what), *(len(g) for g in groups))
-    heads = [m + ": base tuned change [95% CI]" for m in metrics]
-    cols = [max(44, len(h)) for h in heads]   # a long metric name widens its column, not the next one's
-    head = f"{what:<{width}} {'n':>5}  " + "  ".join(f"{h:<{c}}" for h, c in zip(heads, cols))
-    lines = [head]
-    for g in groups:
-        n = next(by[(m, g)]["n"] for m in metrics if (m, g) in by)
-        cells = [f"{fmt_change(by[(m, g)]) if (m, g) in by else '':<{c}}" for m, c in zip(metrics, cols)]
-        lines.append(f"{g:<{width}} {n:>5}  " + "  ".join(cells))
+    """Per metric a block: its name, then per group n, base, tuned, change and the paired 95% interval
+    of the change (* when it excludes 0): about 80 columns, whatever the metrics."""
+    width = min(GROUP_WIDTH, max(len(what), *(len(r["group"]) for r in rows)))
+    head = f"  {what:<{width}} {'n':>5} {'base':>7} {'tuned':>7} {'change':>7}  95% CI of the change"
+    lines = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        lines += ["", metric, head]
+        for r in (r for r in rows if r["metric"] == metric):
+            ci = f"[{_num(r['lo'], True)}, {_num(r['hi'], True)}]" if math.isfinite(r["lo"]) else ""
+            lines.append(f"  {_short(r['group'], width):<{width}} {r['n']:>5} {_num(r['base']):>7} "
+                         f"{_num(r['tuned']):>7} {_num(r['change'], True):>7}  {ci}{' *' if r['significant'] else ''}")
     return "\n".join(lines)
+
+
+def verdicts(rows: list[dict], threshold: float, color: bool) -> str:
+    """The closing lines: one per watched row (probes/bias_probe.WATCHED), better / worse / no
+    significant change against bias.threshold, only `worse` in red."""
+    from ..probes.bias_probe import MIN_ITEMS, WATCHED
+    from ..probes.verdict import finding_line, verdict_block
+
+    found = [finding_line(r, WATCHED[r["metric"]], threshold, "bias.threshold", MIN_ITEMS)
+             for r in rows if r["metric"] in WATCHED]
+    head = (f"verdicts, bias.threshold={threshold:g} (counted when the 95% interval excludes 0 and the change "
+            "passes it):")
+    return verdict_block(found, head, color)
 
 
 def bias_command(a) -> int:
@@ -63,6 +78,7 @@ def bias_command(a) -> int:
 def _run(a) -> int:
     from ..probes.bias_probe import MIN_ITEMS, run_flips, run_pairs, save, warnings_for
     from ..probes.pair import base_view
+    from ..probes.verdict import use_color
     from ..run import open_run
 
     opened = open_run(a.run, a.overrides, threads=True)   # (train.threads kept for the command's life)
@@ -76,36 +92,43 @@ def _run(a) -> int:
         with base_view(model, cfg, device) as base:
             return score(base), tuned
 
-    warnings: list[str] = []
+    say = _printer()
+    judged: list[dict] = []
     if cfg.model.task == "causal_lm":
         rows, extra = run_pairs(measure_pair, tok, cfg, probes=a.probes or cfg.bias.probes, max_pairs=a.max_pairs, **kw)
-        w = warnings_for(rows, cfg.bias.threshold)
-        save(run_dir, "pairs", rows, w, {**extra, "probes": a.probes or cfg.bias.probes or "shipped"})
-        warnings += w
-        what = (f"stereotype pairs: {extra['pairs']} (sentence log-likelihood, nats; ideal share 0.5, bias score 0)"
-                if "pairs" in extra else
-                f"BBQ: {extra['bbq_items']} questions (0 = unbiased, 1 = always the stereotype, -1 = never)")
-        print(f"{what}; * = the paired 95% interval of the change excludes 0")
-        print(table(rows, "category"))
+        save(run_dir, "pairs", rows, warnings_for(rows, cfg.bias.threshold),
+             {**extra, "probes": a.probes or cfg.bias.probes or "shipped"}, cfg.bias.threshold)
+        judged += rows
+        say(f"stereotype pairs: {extra['pairs']} (sentence log-likelihood, nats; ideal share 0.5, bias score 0)"
+            if "pairs" in extra else
+            f"BBQ: {extra['bbq_items']} questions (0 = unbiased, 1 = always the stereotype, -1 = never)")
+        say(table(rows, "category"))
     data = opened.data
     held = (data.test_rows or data.val_rows)[:a.max_rows]
     if data.fmt == "classification" and held:
         rows, extra = run_flips(measure_pair, data.formatter, cfg, held, **kw)
         if rows:
-            w = warnings_for(rows, cfg.bias.threshold)
-            save(run_dir, "flips", rows, w, extra)
-            warnings += w
-            print(f"\ncounterfactual flips: {extra['flip_items']} swaps in {len(held)} held-out rows (groups under "
-                  f"{MIN_ITEMS} swaps are never starred)")
+            save(run_dir, "flips", rows, warnings_for(rows, cfg.bias.threshold), extra, cfg.bias.threshold)
+            judged += rows
+            say(f"\ncounterfactual flips: {extra['flip_items']} swaps in {len(held)} held-out rows (groups under "
+                f"{MIN_ITEMS} swaps are never starred)")
             if extra.get("flip_set_aside"):
-                print("set aside, a term in another sense ('black coffee', 'senior engineer'): " +
-                      ", ".join(f"{a} {k}" for a, k in extra["flip_set_aside"].items()))
-            print(table(rows, "axis"))
+                say("set aside, a term in another sense ('black coffee', 'senior engineer'): " +
+                    ", ".join(f"{a} {k}" for a, k in extra["flip_set_aside"].items()))
+            say(table(rows, "axis"))
+            if extra["worst_flips"]:
+                say("\nthe swaps that moved the tuned model most (p of the gold label, text -> swapped):")
             for x in extra["worst_flips"][:3]:
                 t = x["tuned"]
-                print(f"  {x['axis']}: p({x['label']}) {t['p']:.2f} -> {t['p_swapped']:.2f}  {x['text'][:70]!r} -> "
-                      f"{x['swapped'][:70]!r}")
-    for w in warnings:
-        print(f"[tailorlm] warning: {w}")
-    print(f"\nwritten to {opened.run.probe_file('bias')}")
+                say(f"  {x['axis']}: p({x['label']}) {t['p']:.2f} -> {t['p_swapped']:.2f}\n"
+                    f"    {_short(x['text'], 44)!r} -> {_short(x['swapped'], 44)!r}")
+    say(f"\nwritten to {opened.run.probe_file('bias')}\n")
+    print(verdicts(judged, cfg.bias.threshold, use_color(sys.stdout)))
     return 0
+
+
+def _printer():
+    """print, each line cut to probes.verdict.WIDTH columns."""
+    from ..probes.verdict import wrap
+
+    return lambda text: print(wrap(text))

@@ -75,8 +75,15 @@ def _run(a, files: list[str], root: Path, methods, overrides: list[str]) -> int:
         for r in runs:
             print(f"{r.name}\t{r.config} {' '.join(r.overrides)} output.dir={root / 'runs' / r.name}")
         return 0
+    from ..compare.table import collapse_warnings
+
     out = run_compare(runs, root, metric=a.metric, say=lambda s: print(s, file=sys.stderr, flush=True))
     print(summary_table(out))
+    per_class = per_class_table(out)
+    if per_class:
+        print("\nper-class F1 of the tuned model (base in brackets), mean over seeds:\n" + per_class)
+    for line in collapse_warnings(out):
+        print(line)
     print(f"compare.json and compare.html in {root}")
     return 0
 
@@ -93,10 +100,33 @@ def summary_table(out: dict) -> str:
         vb = g.get("vs_best") or {}
         flag = "best" if vb.get("best") == g["label"] else ("within seed spread" if vb.get("within_spread") else "")
         mb = lambda s, u: "-" if not s else f"{s['mean'] / u:.2f}"  # noqa: E731
-        lines.append(f"| {g['label']} | {g['size'] or 'all'} | {cell(g['tuned'])} | {cell(g['gain'])} | "
+        name = g["label"] + (f" (COLLAPSED: {_collapsed_text(g)})" if g.get("collapsed") else "")
+        lines.append(f"| {name} | {g['size'] or 'all'} | {cell(g['tuned'])} | {cell(g['gain'])} | "
                      f"{cell(g['gain_fewshot'])} | {cell(g['ref_nll_change'])} | {cell(g['kl_to_base'])} | "
                      f"{int(g['trainable_params']['mean']):,} | {mb(g['artifact_bytes'], 1e6)} | "
                      f"{mb(g['peak_rss_bytes'], 2**30)} | {cell(g['wall_time_s'], '{:.0f}')} | "
                      f"{cell(g['tokens_per_s'], '{:.0f}')} | {cell(g['latency_ms'], '{:.1f}')} | "
                      f"{cell(g['latency_merged_ms'], '{:.1f}')} | {flag} |")
+    return "\n".join(lines)
+
+
+def _collapsed_text(g: dict) -> str:
+    """'always negative' (one seed), 'always negative in 1 of 2 seeds'."""
+    labels = sorted(set(g["collapsed"].values()))
+    seeds = "" if len(g["collapsed"]) == g["seeds"] == 1 else f" in {len(g['collapsed'])} of {g['seeds']} seeds"
+    return "always " + "/".join(labels) + seeds
+
+
+def per_class_table(out: dict) -> str:
+    """Per-class F1 per configuration (classification runs: the scores carry per_class); '' otherwise."""
+    groups = [g for g in out["groups"] if g.get("per_class_f1")]
+    labels = list(dict.fromkeys(lab for g in groups for lab in g["per_class_f1"]))
+    if not labels:
+        return ""
+    f = lambda s: "-" if not s else f"{s['mean']:.3f}"  # noqa: E731
+    lines = ["| configuration | size | " + " | ".join(labels) + " |", "|---|---:|" + "---:|" * len(labels)]
+    for g in groups:
+        base = g.get("base_per_class_f1") or {}
+        lines.append(f"| {g['label']} | {g['size'] or 'all'} | "
+                     + " | ".join(f"{f(g['per_class_f1'].get(lab))} ({f(base.get(lab))})" for lab in labels) + " |")
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """`tailorlm explain RUN --text TEXT | --file F [--method ablation|shapley|ig] [--out FILE]`: why a
 tuned model answers as it does (token attributions, Captum) and what tuning changed on the same text
 (log-probabilities and KL, base vs tuned, and greedy outputs). Writes RUN/probes/explain.json (which
-`tailorlm report` shows) and an HTML page of highlighted text."""
+`tailorlm report` shows) and an HTML page of highlighted text. The console ends with one verdict
+line per figure over the inputs (better / worse / changed / no significant change)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -56,6 +58,7 @@ def _explain(a, run_dir: Path) -> int:
     from ..probes.explain import explain, run_format
     from ..probes.explain_html import page
     from ..probes.inputs import read_inputs
+    from ..probes.verdict import use_color
     from ..run.folder import RunDir
 
     if a.file:
@@ -69,36 +72,52 @@ def _explain(a, run_dir: Path) -> int:
                   n_steps=a.steps, n_samples=a.samples)
     out = Path(a.out) if a.out else RunDir(run_dir).explain_file
     write_text(out, page(rec))
-    print(summary_text(rec))
-    print(f"wrote {rec['path']} and {out}")
+    print(f"wrote:\n  {rec['path']}\n  {out}\n")
+    print(summary_text(rec, color=use_color(sys.stdout)))
     return 0
 
 
-def summary_text(rec: dict, top: int = 5) -> str:
-    """A few lines per input: the answers, the most attributed tokens, the biggest shifts."""
-    lines = []
-    for it in rec["inputs"][:10]:
-        ref = f", reference {it['reference']!r}" if it.get("reference") is not None else ""
-        lines.append(f"- {it['text'][:80]!r}: tuned -> {it['answer']!r}, base -> {it['base_answer']!r}{ref}")
+def summary_text(rec: dict, top: int = 5, color: bool = False) -> str:
+    """A few lines per input (the answers, the most attributed words, the biggest shifts), the table
+    over the inputs, then one verdict line per row: all within 100 columns, named as the page names
+    them (probes/explain_text.py), only `worse` in red."""
+    from ..probes.explain_text import LOGP, P_LABELS, answer_text, at_word, interval, merged, shown, target_text
+    from ..probes.verdict import finding_line, verdict_block, wrap
+
+    lines = [f"{P_LABELS}: p(label | prompt) renormalised over the labels; {LOGP}: the natural-log "
+             "probability of the answer's tokens after the prompt, summed"]
+    for n, it in enumerate(rec["inputs"][:10], 1):
+        ref = f" (reference {shown(str(it['reference']))!r})" if it.get("reference") is not None else ""
+        lines += ["", f"input {n}: {_cut(shown(it['text']), 80)!r}{ref}",
+                  f"  tuned: {answer_text(it, 'tuned')}; base: {answer_text(it, 'base')}"]
         a = it.get("attribution")
         if a:
             s = a["tuned"]
-            order = sorted(range(len(s["scores"])), key=lambda i: -abs(s["scores"][i]))[:top]
-            toks = ", ".join(f"{it['pieces'][i]!r} {s['scores'][i]:+.2f}" for i in order)
-            delta = f" (IG delta {s['delta']:+.3g})" if s.get("delta") is not None else ""
-            lines.append(f"  why ({s['method']}, log p {s['target_logp']:.2f}){delta}: {toks}")
+            words, scores = merged(it["pieces"], s["scores"])
+            order = sorted(range(len(words)), key=lambda i: -abs(scores[i]))[:top]
+            delta = f"; IG delta {s['delta']:+.3g}" if s.get("delta") is not None else ""
+            lines.append(f"  why ({s['method']}, tuned model; target {target_text(s, rec['task'])}{delta}): "
+                         + ", ".join(f"{_cut(words[i].strip(), 20)!r} {scores[i]:+.2f}" for i in order))
         d = it.get("diff")
         if d:
             for sh in d["shifts"][:2]:
                 rose, fell = sh["rose"][0], sh["fell"][0]
-                lines.append(f"  shift at {sh['token']!r} (KL {sh['kl']:.2f}): {rose[0]!r} {rose[1]:.2f}->"
-                             f"{rose[2]:.2f}, {fell[0]!r} {fell[1]:.2f}->{fell[2]:.2f}")
+                lines.append(f"  shift at {at_word(d['tokens'], d['region'], sh['pos'])} (KL {sh['kl']:.2f}): "
+                             f"{rose[0]!r} {rose[1]:.2f}->{rose[2]:.2f}, {fell[0]!r} {fell[1]:.2f}->{fell[2]:.2f}")
             if d["greedy_differs"]:
-                lines.append(f"  greedy base:  {d['greedy_base'][:100]!r}\n  greedy tuned: {d['greedy_tuned'][:100]!r}")
+                lines += [f"  greedy, base:  {_cut(shown(d['greedy_base']), 80)!r}",
+                          f"  greedy, tuned: {_cut(shown(d['greedy_tuned']), 80)!r}"]
     if len(rec["inputs"]) > 10:
         lines.append(f"... {len(rec['inputs']) - 10} more inputs in the page")
+    lines.append("\nover the inputs: base, tuned, change [paired 95% interval of the change]")
     for r in rec["rows"]:
-        lines.append(f"{r['metric']}: base {r['base']:.3f}, tuned {r['tuned']:.3f}, change {r['change']:+.3f} "
-                     f"[{r['lo']:+.3f}, {r['hi']:+.3f}]")
+        lines.append(f"  {r['metric']} (n={r['n']}): base {r['base']:.3f}, tuned {r['tuned']:.3f}, "
+                     f"change {r['change']:+.3f} {interval(r)}")
     lines += [f"warning: {w}" for w in rec["warnings"]]
-    return "\n".join(lines)
+    head = "verdicts (better / worse, or changed where no way is better: the 95% interval excludes 0):"
+    return wrap("\n".join(lines)) + "\n\n" + verdict_block([finding_line(r, r["up"]) for r in rec["rows"]],
+                                                           head, color)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."

@@ -1,10 +1,11 @@
-"""`tailorlm export RUN --merge | --adapter --out DIR`: parity-checked exports (export/merge.py)."""
+"""`tailorlm export RUN --merge | --adapter --out DIR`: parity-checked exports (export/merge.py) that carry
+their use: tailorlm.json (prompt template, system message, label words) and a README.md with a snippet."""
 from __future__ import annotations
 
 import json
 import sys
 
-HELP = "write a run as a merged Hugging Face folder or an adapter, parity-checked"
+HELP = "write a run as a merged Hugging Face folder or an adapter, parity-checked, with how to use it"
 
 
 def add_arguments(p) -> None:

@@ -1,5 +1,9 @@
-"""`tailorlm generate RUN --prompt TEXT [key=value ...]`: greedy text from a run (or a model), chat
-template applied. Overrides apply to a run's stored config before its model loads."""
+"""`tailorlm generate RUN --prompt TEXT [--raw] [key=value ...]`: greedy text from a run (or a model).
+
+A run's prompt is rendered as its training rendered a row's (data.prompt_template, data.system, the
+chat template: eval.predict.prompts), so a classification run answers with a label word and an
+instruction run with an answer; `--raw` sends the bare prompt through the chat template alone, as a
+model folder's prompt is. Overrides apply to a run's stored config before its model loads."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +12,10 @@ import torch
 
 from ..errors import ConfigError, MissingError
 
-HELP = "generate text from a run (chat template applied)"
+HELP = "generate text from a run (its prompt template and system message applied)"
 EXAMPLES = """examples:
   tailorlm generate runs/my-run --prompt "My bag is lost"
+  tailorlm generate runs/my-run --prompt "What is the capital of France?" --raw   no run template
   tailorlm generate runs/my-run --prompt "Hi" model.path=/models/base   a run whose base model has moved
   tailorlm generate smollm2-135m-instruct --prompt "Hi"                 a model folder or embedded name"""
 
@@ -18,14 +23,16 @@ EXAMPLES = """examples:
 def add_arguments(p) -> None:
     p.add_argument("run", help="a run directory, or a model folder / embedded name")
     p.add_argument("overrides", nargs="*", help="dotted overrides of a run's config, e.g. model.path=/models/base")
-    p.add_argument("--prompt", required=True, help="the user message (sent through the chat template when "
-                   "the tokenizer has one)")
+    p.add_argument("--prompt", required=True, help="the user text: for a run, rendered as its training rendered "
+                   "a row's (data.prompt_template, data.system, chat template)")
+    p.add_argument("--raw", action="store_true", help="send the prompt through the chat template only (when the "
+                   "tokenizer has one), without the run's prompt template and system message")
     p.add_argument("--max-new-tokens", type=int, default=64, help="stop after this many tokens (default 64; "
                    "greedy decoding)")
 
 
 def generate_command(a) -> int:
-    print(generate(a.run, a.prompt, a.max_new_tokens, a.overrides))
+    print(generate(a.run, a.prompt, a.max_new_tokens, a.overrides, raw=a.raw))
     return 0
 
 
@@ -50,8 +57,30 @@ def load_target(target: str, overrides: list[str] | None = None):
     return load_model(target)
 
 
+def run_formatter(opened):
+    """The Formatter the run trained with: its data format and labels (the stored config, else its
+    summary), its data settings, its tokenizer."""
+    from ..data.formats import Formatter
+    from ..probes.explain import run_format
+
+    fmt, labels = run_format(opened.run.path, opened.cfg)
+    return Formatter(fmt, opened.tokenizer, opened.cfg.data, labels)
+
+
 @torch.no_grad()
-def generate(target: str, prompt: str, max_new_tokens: int = 64, overrides: list[str] | None = None) -> str:
+def generate(target: str, prompt: str, max_new_tokens: int = 64, overrides: list[str] | None = None,
+             raw: bool = False) -> str:
+    from ..eval.predict import answers
+    from ..run import RunDir, open_run
+
+    if RunDir(Path(target)).is_run() and not raw:
+        opened = open_run(target, overrides)
+        if opened.cfg.model.task == "sequence_classification":
+            raise ConfigError(f"{target} is a classification head: it scores labels, it does not write text. "
+                              f"Fix: tailorlm predict {target} --text {prompt!r}")
+        opened.on_device()
+        return answers(opened.model, run_formatter(opened), [prompt], device=opened.device,
+                       max_new_tokens=max_new_tokens)[0]
     model, tok = load_target(target, overrides)
     model.eval()
     if getattr(tok, "chat_template", None):
@@ -61,4 +90,3 @@ def generate(target: str, prompt: str, max_new_tokens: int = 64, overrides: list
     enc = tok(text, return_tensors="pt", add_special_tokens=not getattr(tok, "chat_template", None))
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-

@@ -72,7 +72,8 @@ def add_arguments(p) -> None:
 def methods_command(a) -> int:
     if a.model is None:
         for name, m in METHODS.items():
-            print(f"{name:11s} {summary(m)}")
+            lr = format(m.default_lr, ".0e").replace("e-0", "e-")   # 2e-4, not 0.0002
+            print(f"{name:11s} lr {lr:<5s} {summary(m)}")
         return 0
     rows, title = table(a.model, a.task)
     print(f"methods on {title}, default settings:")

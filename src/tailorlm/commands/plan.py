@@ -28,9 +28,10 @@ def add_arguments(p) -> None:
 def show(p, human) -> str:
     lines = [f"plan: {p.device}, {p.precision}; {p.trainable:,} of {p.total_params:,} parameters trainable; "
              f"{p.tokens_per_step:,} tokens per step (every row max_length tokens: the worst case)"]
+    labels = {**LABELS, **({"logits": f"logits at {p.targets} label positions (+ gradients)"} if p.targets else {})}
     for key, n in p.parts.items():
         if n and not key.endswith("_beyond"):   # (a part of another line)
-            lines.append(f"  {LABELS.get(key, key):50s}{human(n):>12s}")
+            lines.append(f"  {labels.get(key, key):50s}{human(n):>12s}")
     avail = "unknown" if p.available is None else f"{human(p.available)} ({p.source})"
     verdict = {True: "FITS", False: "DOES NOT FIT", None: "cannot tell"}[p.fits]
     lines.append(f"  {'predicted peak (' + p.moment + ')':50s}{human(p.total):>12s}")
@@ -40,12 +41,21 @@ def show(p, human) -> str:
     lines.append(f"{verdict}; step time about {p.step_time_s:.2f} s (matmul FLOPs over measured throughput: a "
                  "lower bound)")
     for a in p.advice:
-        lines.append(f"  fits with: {a['override']}  -> {human(a['total'])}, about {a['step_time_s']:.2f} s/step "
-                     f"({a['why']})")
+        lines += [f"  fits with: {a['override']}", f"    -> {fit_figure(p, a, human)}; about "
+                  f"{a['step_time_s']:.2f} s/step", f"    ({a['why']})"]
     if p.fits is False and not p.advice:
-        lines.append("  no single change tried fits (smaller micro-batches, checkpointing, LoRA, shorter rows); "
-                     "a machine with more memory is needed")
+        lines.append("  no change tried fits (smaller micro-batches, checkpointing, LoRA, bf16 weights, shorter "
+                     "rows, nor bf16 weights with smaller micro-batches or checkpointing); a machine with more "
+                     "memory is needed")
     return "\n".join(lines)
+
+
+def fit_figure(p, a: dict, human) -> str:
+    """What a suggestion was compared with: its need (peak x headroom) against the memory available."""
+    avail = human(p.available)
+    if p.headroom == 1.0:
+        return f"peak {human(a['total'])} of {avail} available"
+    return f"needs {human(a['needed'])} (x{p.headroom:g} of its {human(a['total'])} peak) of {avail} available"
 
 
 def plan_command(a) -> int:

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   tailorlm demo --data-only && tailorlm train --preset airline-lora"""
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+TAGS = ("Tuned on:", "Data:")   # the header's notes beside its description (line 1 is the command)
 
 
 def names() -> list[str]:
@@ -40,12 +41,27 @@ def config_argument(config: str | None, preset: str | None) -> str | None:
     return str(preset_path(preset))
 
 
-def describe(path: Path) -> str:
-    """The preset's description: the comment lines after the first (which is the command)."""
+def _sentences(path: Path) -> list[str]:
+    """The sentences of the preset's comment header after line 1 (which is the command)."""
     lines = path.read_text().splitlines()[1:]
     text = " ".join(ln.lstrip("# ").strip() for ln in lines[: next((i for i, ln in enumerate(lines)
                                                                  if not ln.startswith("#")), len(lines))])
-    return text.split(". ")[0].rstrip(".")
+    return [t.strip().rstrip(".") for t in text.split(". ") if t.strip()]
+
+
+def describe(path: Path) -> str:
+    """What the preset does: the header's first sentence that is not its `Tuned on:` or `Data:` note."""
+    return next((t for t in _sentences(path) if not t.startswith(TAGS)), "")
+
+
+def data_note(path: Path) -> str | None:
+    """Where the preset's data comes from and how to make it: its header's `Data:` sentence."""
+    return next((t.removeprefix("Data:").strip() for t in _sentences(path) if t.startswith("Data:")), None)
+
+
+def command(path: Path) -> str:
+    """Line 1 of a preset: the command that makes its data and runs it."""
+    return path.read_text().splitlines()[0].lstrip("# ").strip()
 
 
 def add_arguments(p) -> None:
@@ -58,6 +74,6 @@ def presets_command(a) -> int:
         return 0
     for n in names():
         print(f"{n:20s} {describe(PRESET_DIR / f'{n}.yaml')}")
-    print(f"\n{len(names())} presets in {PRESET_DIR}. Run one: tailorlm demo --data-only && tailorlm train "
-          "--preset NAME")
+    print(f"\n{len(names())} presets in {PRESET_DIR}. Their data paths are relative to the working directory. "
+          "Run one: tailorlm demo --data-only && tailorlm train --preset NAME")
     return 0

@@ -5,12 +5,14 @@ training vs held-out examples, membership inference with the base model as the r
 a bootstrap interval. The training rows are re-read from the run's config (the same seeded split);
 of them, only those the run trained on by the step its final/ holds (summary.json; the run's data
 order replayed) are "training"; held-out rows are validation, test and the training rows it never
-reached. Results go to RUN/probes/privacy.json (`tailorlm report`).
+reached. Results go to RUN/probes/privacy.json (`tailorlm report`). The console ends with one line per
+judged figure (probes/privacy.judge): better, worse (red on a terminal) or no significant change.
 """
 from __future__ import annotations
 
 import html
 import math
+import sys
 from pathlib import Path
 
 HELP = "memorisation and privacy: canary exposure, extraction, membership inference (base vs tuned)"
@@ -19,6 +21,8 @@ EXAMPLES = """examples:
   tailorlm privacy runs/my-run --k 8 --m 8              short rows (tweets): shorter prompts and continuations
   tailorlm privacy runs/my-run --max-examples 1000      more examples: TPR at low FPR needs them
   tailorlm privacy runs/my-run --window prompt          extraction of the prompts (never trained on) instead"""
+VERDICT_HEAD = ("verdicts (worse: a significant rise, more memorised or a sharper attack; better: a significant "
+                "fall; significant: the paired 95% interval of the change excludes 0):")
 
 
 def add_arguments(p) -> None:
@@ -48,6 +52,7 @@ def _probe(a, run_dir: Path) -> int:
     from ..probes.canaries import Canaries
     from ..probes.privacy import privacy_probe
     from ..probes.store import write_probe
+    from ..probes.verdict import finding_line, use_color, verdict_block, verdict_html, wrap
     from ..run import open_run
 
     opened = open_run(run_dir, a.overrides)
@@ -59,16 +64,16 @@ def _probe(a, run_dir: Path) -> int:
     rows, warnings, extra = privacy_probe(model.to(device), cfg, data, canaries, k=k, m=m, n=a.max_examples,
                                           device=device, step=final_step(run_dir, cfg), window=a.window)
     note = membership_note(extra["membership"]) if "membership" in extra else None
+    page = (f"<p>{html.escape(note)}</p>" if note else "") + verdict_html(rows, VERDICT_HEAD)
     path = write_probe(run_dir, "privacy", title="Memorisation and privacy", rows=rows, warnings=warnings,
-                       extra=extra, html=f"<p>{html.escape(note)}</p>" if note else None)
-    print(table(rows))
-    if note:
-        print(note)
-    for w in warnings:
-        print(f"warning: {w}")
+                       extra=extra, html=page or None)
+    lines = [table(rows)] + ([f"\n{note}"] if note else []) + [f"warning: {w}" for w in warnings]
     if canaries is None:
-        print("no canaries in this run (privacy.canaries.count=0 when it trained)")
-    print(f"written: {path}")
+        lines.append("no canaries in this run (privacy.canaries.count=0 when it trained)")
+    lines.append(f"written: {path}\n")
+    print(wrap("\n".join(lines)))
+    found = [finding_line(r, 1) for r in rows if r.get("verdict")]
+    print(verdict_block(found, VERDICT_HEAD, use_color(sys.stdout)))
     return 0
 
 
@@ -97,16 +102,21 @@ def membership_note(mb: dict) -> str:
                                                                           if mb.get("void") else ""))
 
 
-def _num(x) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+def _num(x, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as an aligned text table: metric, group, base, tuned, change [95% interval]."""
-    head = ["metric", "group", "base", "tuned", "change", "95% CI", "n"]
-    body = [[r["metric"], r.get("group", ""), _num(r["base"]), _num(r["tuned"]), f"{r['change']:+.3f}",
-             f"[{_num(r['lo'])}, {_num(r['hi'])}]" + (" *" if r.get("significant") else ""), str(r.get("n", ""))]
-            for r in rows]
-    width = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, width)))
-                     for line in [head] + body)
+    """Per metric a block: its name, then per group n, base, tuned, change and the paired 95% interval
+    of the change (* when it excludes 0): within 100 columns whatever the metric's name."""
+    width = max([5] + [len(str(r.get("group", ""))) for r in rows])
+    lines: list[str] = []
+    for metric in dict.fromkeys(r["metric"] for r in rows):
+        lines += ["", metric, f"  {'group':<{width}} {'n':>5} {'base':>7} {'tuned':>7} {'change':>7}  95% CI"]
+        for r in (r for r in rows if r["metric"] == metric):
+            lines.append(f"  {str(r.get('group', '')):<{width}} {str(r.get('n', '')):>5} {_num(r['base']):>7} "
+                         f"{_num(r['tuned']):>7} {_num(r['change'], True):>7}  [{_num(r['lo'], True)}, "
+                         f"{_num(r['hi'], True)}]{' *' if r.get('significant') else ''}")
+    return "\n".join(lines[1:])

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..atomic import write_text
 from ..html_page import STYLE, page
 from ..report.svg import line_chart, scatter_chart
-from .table import FRONTS, PAIR_FIELDS
+from .table import FRONTS, PAIR_FIELDS, collapse_warnings, tone
 
 COST_LABELS = {"ref_nll_change": "general-text NLL change (nats/token)", "kl_to_base": "KL(base || tuned)",
                "wall_time_s": "wall time (s)", "peak_rss_bytes": "peak memory (GiB)",
@@ -34,13 +34,26 @@ def _xerr(field: str, s: dict) -> float | None:
     return s["sd"] / 2**30 if field == "peak_rss_bytes" else s["sd"]
 
 
-def _cell(s: dict | None, f: str = "{:.4f}", signed: bool = False) -> str:
-    """mean, and +- sd below it in small type (one seed: the value alone)."""
+def _cell(s: dict | None, f: str = "{:.4f}", signed: bool = False, cls: str | None = None, note: str = "") -> str:
+    """mean, and +- sd below it in small type (one seed: the value alone); `cls` colours it (table.tone)."""
     if not s:
         return "<td>-</td>"
     v = (("{:+" + f[2:]) if signed else f).format(s["mean"])
     sd = f"<br><small>± {f.format(s['sd'])}</small>" if s["sd"] is not None else ""
-    return f"<td>{v}{sd}</td>"
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{v}{sd}{note}</td>"
+
+
+def _gain(g: dict) -> str:
+    """The gain over base: green when it is one, red when a loss, and never green for a collapse
+    (marked, with the label the classifier answered for every row)."""
+    t = tone(g)
+    note = ""
+    if t == "collapsed":
+        labels = ", ".join(sorted(set(g["collapsed"].values())))
+        seeds = "" if len(g["collapsed"]) == g["seeds"] else f" in {len(g['collapsed'])} of {g['seeds']} seeds"
+        note = f'<br><span class="collapse">&#9888; collapsed: always {escape(labels)}{seeds}</span>'
+    return _cell(g["gain"], signed=True, cls=t, note=note)
 
 
 def _links(out: dict, g: dict) -> str:
@@ -62,12 +75,28 @@ def gain_table(out: dict, size) -> str:
         vb = g.get("vs_best") or {}
         flag = ("best" if vb.get("best") == g["label"] else f"{vb['diff']:+.4f}"
                 + ("<br><small>within seed spread</small>" if vb.get("within_spread") else "")) if vb else "-"
-        rows.append(f'<tr>{_name(g)}{_cell(g["tuned"])}{_cell(g["gain"], signed=True)}'
+        rows.append(f'<tr>{_name(g)}{_cell(g["tuned"])}{_gain(g)}'
                     f'{_cell(g["gain_fewshot"], signed=True)}{_cell(g["ref_nll_change"], signed=True)}'
                     f'{_cell(g["kl_to_base"])}<td>{flag}</td><td class="name">{_links(out, g)}</td></tr>')
     return (f"<table><tr><th>configuration</th><th>{metric}</th><th>gain over base</th><th>gain over few-shot</th>"
             "<th>NLL change</th><th>KL to base</th><th>gain vs the best</th><th>runs (reports)</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def per_class_table(out: dict, size) -> str:
+    """Per-class F1 per configuration, tuned and (small) base, for classification runs; '' otherwise."""
+    groups = [g for g in out["groups"] if g["size"] == size and g.get("per_class_f1")]
+    labels = list(dict.fromkeys(lab for g in groups for lab in g["per_class_f1"]))
+    if not labels:
+        return ""
+    rows = []
+    for g in groups:
+        base = g.get("base_per_class_f1") or {}
+        rows.append(f"<tr>{_name(g)}" + "".join(
+            _cell(g["per_class_f1"].get(lab), "{:.3f}", note=f"<br><small>base {base[lab]['mean']:.3f}</small>"
+                  if base.get(lab) else "") for lab in labels) + "</tr>")
+    return ("<h2>Per-class F1</h2><table><tr><th>configuration</th>" + "".join(f"<th>{escape(lab)}</th>"
+            for lab in labels) + "</tr>" + "".join(rows) + "</table>")
 
 
 def cost_table(out: dict, size) -> str:
@@ -139,13 +168,18 @@ def write_page(out: dict, path: Path) -> None:
              "spread when |mean a - mean b| &le; sd a + sd b. Gain: tuned - base on the domain metric (base - tuned "
              "for a loss); forgetting: NLL change and KL on general text the base model wrote. Points joined by the "
              "dashed line are the Pareto front (no other configuration has more gain for less cost).</p>"]
+    parts += [f'<p class="warn">&#9888; {escape(w)}</p>' for w in collapse_warnings(out)]
     for size in sizes:
         if size is not None:
             parts.append(f"<h2>{size} training rows</h2>")
-        parts += ["<h2>What tuning gained and forgot</h2>", gain_table(out, size), "<h2>What it cost</h2>",
+        parts += ["<h2>What tuning gained and forgot</h2>", gain_table(out, size), per_class_table(out, size),
+                  "<h2>What it cost</h2>",
                   cost_table(out, size), "<h2>Differences between configurations, against the seed spread</h2>",
                   pairs_table(out, size),
                   "<h2>Pareto: gain against forgetting and cost</h2>", charts(out, size)]
     parts.append(by_size(out))
     write_text(path, page("tailorlm compare", "".join(parts),
-                          STYLE + ".charts{display:flex;flex-wrap:wrap;gap:10px}small{color:#666}"))
+                          STYLE + ".charts{display:flex;flex-wrap:wrap;gap:10px}small{color:#666}"
+                          "td.good{color:#11793a;font-weight:600}td.bad{color:#b3261e;font-weight:600}"
+                          "td.collapsed{background:#fff6e0;color:#8a5300}.collapse{font-size:12px;font-weight:600}"
+                          ".warn{background:#fdecea;border:1px solid #f5c2c0;color:#8c1d18;padding:6px 10px}"))

@@ -163,7 +163,8 @@ def _seed(run_dir: Path) -> int | None:
 
 def _brief(r: dict) -> str:
     f = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
-    return (f"{r['metric']} {f(r['tuned'], '.4f')} (gain {f(r['gain'], '+.4f')}), NLL change "
+    flag = f" COLLAPSED: answers {r['collapsed']!r} for every held-out row," if r.get("collapsed") else ""
+    return (f"{r['metric']} {f(r['tuned'], '.4f')} (gain {f(r['gain'], '+.4f')}),{flag} NLL change "
             f"{f(r.get('ref_nll_change'), '+.4f')}, {r['trainable_params']:,} trainable, {r['wall_time_s']} s")
 
 

@@ -10,6 +10,10 @@ Per run (summary.json's step-0 `base` and its `final`, the scores of final/'s we
                    adds over putting k training examples in the prompt
     ref_nll_change per-token NLL change on general text, and kl_to_base KL(base || tuned) at fixed
                    positions (retention/probe.py): the forgetting
+    collapsed      the one label a classifier answered for every held-out row (the scores' `collapsed`;
+                   an older run's `predicted` counts with one non-zero class read the same), else None:
+                   its gain is the majority rate's, never shown as a success, and it is never "best"
+    per_class_f1   {label: F1} of the tuned model (and base_per_class_f1) when the scores carry per_class
 
 Per configuration over seeds: mean, sd (the sample standard deviation, n - 1; None for one seed), min
 and max. Two configurations' difference is "within seed spread" when |mean_a - mean_b| <= sd_a + sd_b:
@@ -24,6 +28,7 @@ import itertools
 import re
 import statistics
 
+from ..eval.metrics import collapsed   # the one label answered for every held-out row, else None
 from ..eval.specs import find, spec
 FIELDS = ("tuned", "base", "gain", "gain_fewshot", "ref_nll_change", "kl_to_base", "trainable_params",
           "artifact_bytes", "peak_rss_bytes", "peak_cuda_bytes", "wall_time_s", "train_time_s", "tokens_per_s",
@@ -52,7 +57,15 @@ def run_row(summary: dict, metric: str) -> dict:
     return {"metric": metric, "tuned": tuned, "base": b, "fewshot": few, "fewshot_key": shots[0] if shots else None,
             "gain": s.gain(tuned, b) if _num(tuned) and _num(b) else None,
             "gain_fewshot": s.gain(tuned, few) if _num(tuned) and _num(few) else None,
-            "ref_nll_change": final.get("ref_nll_change"), "kl_to_base": final.get("kl_to_base")}
+            "ref_nll_change": final.get("ref_nll_change"), "kl_to_base": final.get("kl_to_base"),
+            "collapsed": collapsed(final), "base_collapsed": collapsed(base),
+            "per_class_f1": _f1s(final), "base_per_class_f1": _f1s(base)}
+
+
+def _f1s(scores: dict) -> dict | None:
+    """{label: F1} from the scores' per_class ({label: {precision, recall, f1, support}})."""
+    per = scores.get("per_class")
+    return {lab: v["f1"] for lab, v in per.items()} if isinstance(per, dict) and per else None
 
 
 def _num(v) -> bool:
@@ -76,8 +89,36 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (label, size), rs in groups.items():
         out.append({"label": label, "size": size, "method": rs[0]["method"], "runs": [r["name"] for r in rs],
-                    "seeds": len(rs), **{f: stats([r.get(f) for r in rs]) for f in FIELDS}})
+                    "seeds": len(rs), **{f: stats([r.get(f) for r in rs]) for f in FIELDS},
+                    "collapsed": {r["name"]: r["collapsed"] for r in rs if r.get("collapsed")},
+                    "per_class_f1": _label_stats([r.get("per_class_f1") for r in rs]),
+                    "base_per_class_f1": _label_stats([r.get("base_per_class_f1") for r in rs])})
     return out
+
+
+def _label_stats(per_run: list[dict | None]) -> dict | None:
+    """{label: stats over seeds of its F1}, labels in first-seen order; None when no run has them."""
+    got = [d for d in per_run if d]
+    labels = list(dict.fromkeys(lab for d in got for lab in d))
+    return {lab: stats([d.get(lab) for d in got]) for lab in labels} or None
+
+
+def tone(g: dict) -> str | None:
+    """How a group's gain is shown: "collapsed" (a run answered one class: its gain is no success,
+    whatever its sign), "good" (mean gain > 0), "bad" (< 0), else None."""
+    if g.get("collapsed"):
+        return "collapsed"
+    gain = (g.get("gain") or {}).get("mean")
+    return None if gain is None or gain == 0 else "good" if gain > 0 else "bad"
+
+
+def collapse_warnings(out: dict) -> list[str]:
+    """One line per run whose classifier answered one class for every held-out row."""
+    f = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    return [f"warning: {r['name']} answers {r['collapsed']!r} for every held-out row (a collapsed classifier): "
+            f"its {r['metric']} {f(r['tuned'], '.4f')} is that one class's score, so its gain {f(r['gain'], '+.4f')} "
+            "is no success. Try data.balance: sample or weight, or a lower train.lr"
+            for r in out["runs"] if r.get("collapsed")]
 
 
 def within_spread(a: dict | None, b: dict | None) -> bool | None:
@@ -133,12 +174,12 @@ def fronts(groups: list[dict]) -> dict:
 
 def best_flags(groups: list[dict]) -> None:
     """Each group's `vs_best`: the best mean gain of its size, and whether this group is within seed
-    spread of it (the best itself: None)."""
+    spread of it (the best itself: None). A collapsed group is best only when every group collapsed."""
     for size in dict.fromkeys(g["size"] for g in groups):
         same = [g for g in groups if g["size"] == size and g["gain"]]
         if not same:
             continue
-        best = max(same, key=lambda g: g["gain"]["mean"])
+        best = max([g for g in same if not g.get("collapsed")] or same, key=lambda g: g["gain"]["mean"])
         for g in same:
             g["vs_best"] = {"best": best["label"], "diff": g["gain"]["mean"] - best["gain"]["mean"],
                             "within_spread": None if g is best else within_spread(g["gain"], best["gain"])}

@@ -13,6 +13,12 @@
     references: {joint: false, single: false}
     output: {dir: runs/continual}
 
+Each stage's validation rows (its run's best checkpoint) are its `val` file, else `data.val_fraction` of
+its training rows (at most `data.val_max`); the rows R scores are its `test` file, else carved from its
+training rows first. Dotted overrides (`tailorlm continual plan.yaml train.lr=1e-3 data.val_max=50`,
+with_overrides): `data.*` reach every stage's data, `strategy.*`, `references.*`, `orders` and
+`output.*` the plan's own keys, anything else the base config of every stage.
+
 General text mixes in through the base config's own replay (`base.retention: {reference: FILE,
 replay: 0.25}`). Classification stages are trained as instruction rows (the stage's rendered prompt, its label as the
 answer), so stages with different label sets share one model and one replay buffer; each stage is
@@ -27,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from ..config import Strict
+from ..config import Strict, apply_overrides
 from ..errors import ConfigError
 
 
@@ -55,6 +61,33 @@ class PlanConfig(Strict):
     orders: int = Field(1, ge=1)
     references: References = References()
     output: dict[str, Any] = Field(default_factory=lambda: {"dir": "runs/continual"})
+
+
+PLAN_KEYS = ("strategy", "references", "orders", "output")   # overrides of the plan itself, not its stages
+
+
+def with_overrides(raw: dict, overrides: list[str]) -> dict:
+    """The raw plan with dotted overrides applied (a copy): `data.KEY=V` to every stage, a plan key
+    (PLAN_KEYS) to the plan, anything else to `base`, which every stage's config starts from."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.lr=1e-4)")
+        key = item.partition("=")[0].strip()
+        head = key.split(".")[0]
+        if head in PLAN_KEYS:
+            apply_overrides(raw, [item])
+        elif head == "data":
+            if "." not in key:
+                raise ConfigError(f"override {item!r}: each stage has its own data. Fix: data.KEY=VALUE for "
+                                  "every stage (data.val_max=50), or the stage's own entry in the plan")
+            for stage in raw.get("stages") or []:
+                apply_overrides(stage, [item.strip()[len("data."):]])
+        else:
+            apply_overrides(raw.setdefault("base", {}), [item])
+    return raw
 
 
 def load_plan(path: str | Path | None = None, raw: dict | None = None) -> PlanConfig:

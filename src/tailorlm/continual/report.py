@@ -10,23 +10,30 @@ from ..html_page import page
 from .metrics import by_unit
 
 
-def _cell(v: float, lo: float, hi: float) -> str:
-    """A cell shaded from white (lowest in the matrix) to blue (highest)."""
+def _cell(v: float, lo: float, hi: float, collapsed: str | None = None) -> str:
+    """A cell shaded from white (lowest in the matrix) to blue (highest); a collapsed classifier's cell
+    (one label for every held-out row) amber and marked instead, whatever its score."""
+    if collapsed:
+        return (f'<td class="collapsed" style="background:#fff6e0;color:#8a5300">{v:.3f}<br><small>&#9888; always '
+                f"{html.escape(collapsed)}</small></td>")
     x = 0.0 if hi <= lo else (v - lo) / (hi - lo)
     r, g, b = (int(255 - x * (255 - c)) for c in (33, 102, 172))
     ink = "#fff" if x > 0.6 else "#222"
     return f'<td style="background:rgb({r},{g},{b});color:{ink}">{v:.3f}</td>'
 
 
-def heatmap(R: list[list[float]], names: list[str], units: list[str] | None = None) -> str:
-    """R with each column shaded within its unit (accuracy and negative NLL never share a scale)."""
+def heatmap(R: list[list[float]], names: list[str], units: list[str] | None = None,
+            collapsed: list[list] | None = None) -> str:
+    """R with each column shaded within its unit (accuracy and negative NLL never share a scale);
+    `collapsed` (per row, per task: the label answered for every row, else None) marks those cells."""
     units = units or ["score"] * len(names)
+    collapsed = collapsed or [[None] * len(names) for _ in R]
     span = {u: [R[t][i] for t in range(len(R)) for i in range(len(names)) if units[i] == u] for u in set(units)}
     head = "<tr><th>after \\ task</th>" + "".join(
         f"<th>{html.escape(n)}<br><small>{html.escape(_unit(u))}</small></th>" for n, u in zip(names, units)) + "</tr>"
     rows = [f'<tr><td class="name">{"base model" if t == 0 else f"stage {t}: {html.escape(names[t - 1])}"}</td>'
-            + "".join(_cell(v, min(span[units[i]]), max(span[units[i]])) for i, v in enumerate(row)) + "</tr>"
-            for t, row in enumerate(R)]
+            + "".join(_cell(v, min(span[units[i]]), max(span[units[i]]), collapsed[t][i]) for i, v in enumerate(row))
+            + "</tr>" for t, row in enumerate(R)]
     return "<table>" + head + "".join(rows) + "</table>"
 
 
@@ -66,8 +73,11 @@ def line_chart(series: dict[str, list[float | None]], width: int = 520, height: 
     return f'<svg width="{width + 170}" height="{height}" role="img">' + "".join(parts) + "</svg>"
 
 
-def write_report(out: dict, path: Path) -> None:
+def write_report(out: dict, path: Path, warnings: list[str] = ()) -> None:
+    """The page; `warnings` (the collapsed stages) in a box at the top."""
     parts = [f"<h1>Continual plan: strategy {html.escape(out['strategy']['name'])}</h1>"]
+    parts += [f'<p class="warn" style="background:#fdecea;color:#8c1d18;padding:6px 10px">&#9888; '
+              f"{html.escape(w.removeprefix('[continual] warning: '))}</p>" for w in warnings]
     if out.get("note"):
         parts.append(f'<p class="note">{html.escape(out["note"])}</p>')
     parts.append('<p class="note">ACC = mean of the last row; BWT = mean of R[T][i] - R[i][i]; F = mean of the '
@@ -77,7 +87,7 @@ def write_report(out: dict, path: Path) -> None:
     for k, o in enumerate(out["orders"]):
         parts.append(f"<h2>Order {k}: {' &rarr; '.join(html.escape(n) for n in o['order'])}</h2>")
         units = o.get("units")
-        parts.append(heatmap(o["R"], o["order"], units))
+        parts.append(heatmap(o["R"], o["order"], units, o.get("collapsed")))
         cut = over_stages(o["R"], units)
         for u in dict.fromkeys(units or [None]):
             sub = "" if len(set(units or [])) <= 1 else f"[{u}]"

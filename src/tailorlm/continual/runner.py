@@ -11,6 +11,7 @@ every stage, resumable at the stage and step where it stopped.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import statistics
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..train import Callback, train
 from .metrics import by_unit, metric_keys
 from .report import write_report
 from .plan import PlanConfig, out_dir, stage_order
-from .stages import Stage, prepare_stages, score, stage_rows, write_rows
+from .stages import Stage, measure, prepare_stages, score, stage_rows, write_rows
 from .strategies import STRATEGIES
 
 
@@ -35,8 +36,31 @@ def run_plan(plan: PlanConfig, quiet: bool = False, say=print) -> dict:
     """The plan in its folder, which one process writes at a time (the plan folder's lock, held to the end;
     a rerun while it runs is refused, naming it)."""
     root = out_dir(plan)
+    done = finished(plan)
+    if done is not None:   # said at once: no tokenizer, no model loaded
+        stages = [s["name"] for s in plan.stages]
+        say(f"[continual] the plan in {root} is finished ({plan.orders} order(s) of {len(stages)} stages: "
+            f"{', '.join(stages)}); nothing was loaded or trained. Results: {ContinualDir(root).summary_file} and "
+            f"{ContinualDir(root).page_file.name}. To run it again: --out ANOTHER_DIR")
+        say(table(done))
+        for line in collapse_warnings(done):
+            say(line)
+        return done
     with hold(root, fix=", or another output.dir for the plan"):
         return _run_plan(plan, root, quiet, say)
+
+
+def plan_record(plan: PlanConfig) -> dict:
+    """The plan as continual.json keeps it (JSON values), without output: the folder is where it is."""
+    return json.loads(json.dumps(plan.model_dump(mode="json", exclude={"output"})))
+
+
+def finished(plan: PlanConfig) -> dict | None:
+    """The stored summary when the plan's folder holds this very plan finished (its summary is written
+    last, and records the plan), else None; reads one file, loads nothing."""
+    f = ContinualDir(out_dir(plan)).summary_file
+    out = json.loads(f.read_text()) if f.is_file() else None
+    return out if out and out.get("plan") == plan_record(plan) else None
 
 
 def _run_plan(plan: PlanConfig, root: Path, quiet: bool, say) -> dict:
@@ -49,13 +73,16 @@ def _run_plan(plan: PlanConfig, root: Path, quiet: bool, say) -> dict:
         orders = [run_order(plan, stages, stage_order(plan, k), root / f"order-{k}", tok, quiet, say)
                   for k in range(plan.orders)]
     out = {"strategy": plan.strategy.model_dump(), "orders": orders, **aggregate(orders),
-           "references": references(plan, stages, root, tok, quiet)}
+           "references": references(plan, stages, root, tok, quiet), "plan": plan_record(plan)}
     if plan.strategy.name == "adapter_per_task":
         out["note"] = "adapter_per_task scores each task with its own adapter: it uses the task's identity at inference"
     plan_dir = ContinualDir(root)
     plan_dir.write_summary(out)
-    write_report(out, plan_dir.page_file)
+    warnings = collapse_warnings(out)
+    write_report(out, plan_dir.page_file, warnings)
     say(table(out))
+    for line in warnings:
+        say(line)
     return out
 
 
@@ -97,13 +124,15 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
     names = [stages[i].name for i in order]
     state = ContinualDir.read_matrix(folder) or {"order": names, "R": [], "probe": []}
     state["units"] = [stages[i].metric for i in order]   # each column's unit: like units only are averaged
+    # per row of R, per task: the label a classifier answered for every held-out row, else None
+    state.setdefault("collapsed", [[None] * len(order) for _ in state["R"]])
     if len(state["R"]) > len(order):   # finished earlier: read back, no model loaded
         return _result(state)
     cfg0 = load_config(raw={**copy.deepcopy(plan.base), "data": stages[order[0]].data})
     device = place(cfg0)   # (the plan's base config: every stage is scored alike)
     precision = cfg0.train.precision
     n = cfg0.eval.max_examples
-    scorer = lambda m, i: score(m.to(device), stages[order[i]], tok, device=device, precision=precision, n=n)  # noqa: E731
+    scorer = lambda m, i: measure(m.to(device), stages[order[i]], tok, device=device, precision=precision, n=n)  # noqa: E731
     base = load_base(cfg0, tokenizer=tok)[0].to(device)
     with phase(f"{folder.name}: retention reference"):
         probe = Retention(cfg0.retention.model_copy(update={"reference": plan.base.get("retention", {}).get(
@@ -111,9 +140,11 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
             device=device, precision=precision, seed=cfg0.train.seed, batch_size=cfg0.train.batch_size)
     if not state["R"]:
         with phase(f"{folder.name}: the base model on every task"):
-            state["R"].append([scorer(base, i) for i in range(len(order))])
+            _add_row(state, [scorer(base, i) for i in range(len(order))])
         state["probe"].append({"ref_nll_change": 0.0, "kl_to_base": 0.0})
         ContinualDir.write_matrix(folder, state)
+    for t in range(len(state["R"])):   # the base row first, then any stages a resumed plan already has
+        _say_row(say, folder.name, state, t)
     prev = None
     for t, si in enumerate(order, 1):
         run_dir = ContinualDir.stage(folder, t, stages[si].name).path
@@ -122,14 +153,47 @@ def run_order(plan: PlanConfig, stages: list[Stage], order: list[int], folder: P
             stage_run = lambda i: ContinualDir.stage(folder, i + 1, names[i]).path  # noqa: E731
             load = lambda i: base if i is None else open_run(stage_run(i)).model  # noqa: E731
             with phase(f"{folder.name}: stage {t} on every task"):
-                state["R"].append([scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
+                _add_row(state, [scorer(strat.eval_model(t, i, model, load), i) for i in range(len(order))])
                 m = strat.eval_model(t, t - 1, model, load)
                 state["probe"].append({k: probe.measure(m)[k] for k in ("ref_nll_change", "kl_to_base")})
             ContinualDir.write_matrix(folder, state)
-            say(f"[continual] {folder.name} stage {t} ({stages[si].name}): R[{t}] = "
-                + ", ".join(f"{x:.3f}" for x in state["R"][t]))
+            _say_row(say, folder.name, state, t)
         prev = run_dir
     return _result(state)
+
+
+def _add_row(state: dict, measured: list[dict]) -> None:
+    """One row of R (stages.measure per task) and its collapses."""
+    state["R"].append([m["score"] for m in measured])
+    state["collapsed"].append([m.get("collapsed") for m in measured])
+
+
+def _say_row(say, order: str, state: dict, t: int) -> None:
+    """`[continual] order-0 stage 1 sentiment: sentiment 0.683, exclaims 0.900`, a collapsed cell
+    marked; under a stage's row, a warning per task it collapsed on."""
+    names, coll = state["order"], state["collapsed"][t]
+    who = "base model" if t == 0 else f"stage {t} {names[t - 1]}"
+    say(f"[continual] {order} {who}: " + ", ".join(
+        f"{n} {x:.3f}" + (f" (always {c!r})" if c else "") for n, x, c in zip(names, state["R"][t], coll)))
+    if t:
+        for line in collapse_lines(order, t, names, state["R"][t], coll):
+            say(line)
+
+
+def collapse_lines(order: str, t: int, names: list[str], row: list[float], coll: list) -> list[str]:
+    return [f"[continual] warning: {order} after stage {t} ({names[t - 1]}) the model answers {c!r} for every "
+            f"held-out row of {names[i]} (a collapsed classifier): its accuracy {row[i]:.3f} is that class's rate, "
+            "not learning, and BWT, F and LA over it are no success" for i, c in enumerate(coll) if c]
+
+
+def collapse_warnings(out: dict) -> list[str]:
+    """Every stage row's collapses, over the plan's orders (an older summary without them: none)."""
+    lines = []
+    for k, o in enumerate(out["orders"]):
+        for t, coll in enumerate(o.get("collapsed") or []):
+            if t:
+                lines += collapse_lines(f"order-{k}", t, o["order"], o["R"][t], coll)
+    return lines
 
 
 def _result(state: dict) -> dict:

@@ -17,7 +17,7 @@ from ..eval.metrics import val_loss
 from ..eval.specs import MetricSpec, register_metrics
 from ..eval.tasks import label_accuracy
 
-HELD_OUT = 200   # held-out rows carved from train when a stage names no test or val file
+HELD_OUT = 200   # scored rows carved from train when a stage names no test file
 
 # a stage's column unit (accuracy is the accuracy evaluator's own spec)
 register_metrics("continual", {"neg_nll": MetricSpec(
@@ -29,7 +29,7 @@ class Stage:
     name: str
     fmt: str                     # the trained form: instruction (classification stages too), text or chat
     train: Path                  # JSONL in the plan's folder
-    heldout: Path
+    heldout: Path                # the rows R scores: the stage's test file, else carved from train
     labels: list[str] | None     # classification: the candidates scored by label likelihood
     data: dict                   # the `data:` section a stage's run trains on
     metric: str                  # accuracy | neg_nll
@@ -47,11 +47,16 @@ def _prepare(spec: dict, folder: Path, tok, seed: int) -> Stage:
     except Exception as e:   # pydantic: name the stage and the key
         raise ConfigError(f"stage {spec['name']}: {e}") from None
     rows = read_rows(dcfg.train, dcfg.on_error).rows[: dcfg.limit]
-    held = dcfg.test or dcfg.val
-    if held:
-        heldout = read_rows(held, dcfg.on_error).rows
+    if dcfg.test:
+        heldout = read_rows(dcfg.test, dcfg.on_error).rows
     else:
         rows, heldout = split_rows(rows, min(0.5, HELD_OUT / max(len(rows), 1)), HELD_OUT, seed)
+    # the validation rows (the stage run's best checkpoint and early stop) are never the scored ones:
+    # the stage's val file, else data.val_fraction of its training rows (at most data.val_max)
+    if dcfg.val:
+        val = read_rows(dcfg.val, dcfg.on_error).rows
+    else:
+        rows, val = split_rows(rows, dcfg.val_fraction, dcfg.val_max, seed)
     fmt = detect_format(rows, dcfg)
     labels = (dcfg.labels or sorted({str(r[dcfg.label_field or "label"]) for r in rows})) \
         if fmt == "classification" else None
@@ -59,13 +64,16 @@ def _prepare(spec: dict, folder: Path, tok, seed: int) -> Stage:
     convert = _as_instruction(fm) if fmt in ("classification", "instruction") else dict
     trained = "instruction" if fmt in ("classification", "instruction") else fmt
     folder.mkdir(parents=True, exist_ok=True)
-    paths = folder / "train.jsonl", folder / "heldout.jsonl"
-    for path, part in zip(paths, (rows, heldout)):
+    paths = folder / "train.jsonl", folder / "heldout.jsonl", folder / "val.jsonl"
+    # a folder from before the validation slice (train and heldout only) keeps validating on heldout:
+    # its stages already trained on all of train.jsonl
+    legacy = paths[0].is_file() and not paths[2].is_file()
+    for path, part in zip(paths, (rows, heldout) if legacy else (rows, heldout, val)):
         if not path.is_file():   # written once: a resumed plan trains on exactly the same rows
             write_rows(path, [convert(r) for r in part])
-    data = {"train": str(paths[0]), "val": str(paths[1]), "format": trained, "max_length": dcfg.max_length,
-            "too_long": dcfg.too_long, "system": dcfg.system, "chat_template": dcfg.chat_template,
-            "packing": dcfg.packing, "audit": False}
+    data = {"train": str(paths[0]), "val": str(paths[1 if legacy else 2]), "format": trained,
+            "max_length": dcfg.max_length, "too_long": dcfg.too_long, "system": dcfg.system,
+            "chat_template": dcfg.chat_template, "packing": dcfg.packing, "audit": False}
     return Stage(spec["name"], trained, paths[0], paths[1], labels, data,
                  "accuracy" if fmt == "classification" else "neg_nll")
 
@@ -86,16 +94,24 @@ def stage_rows(stage: Stage, which: str = "heldout") -> list[dict]:
     return read_rows(stage.heldout if which == "heldout" else stage.train, "stop").rows
 
 
-@torch.no_grad()
 def score(model, stage: Stage, tok, *, device: str, precision: str, n: int, batch_size: int = 16) -> float:
-    """The stage's column of R: accuracy by label likelihood over the stage's own labels, or the
-    negative per-token NLL of its held-out targets (instruction answers, text)."""
+    """The stage's column of R (measure's "score")."""
+    return measure(model, stage, tok, device=device, precision=precision, n=n, batch_size=batch_size)["score"]
+
+
+@torch.no_grad()
+def measure(model, stage: Stage, tok, *, device: str, precision: str, n: int, batch_size: int = 16) -> dict:
+    """{"score": the stage's column of R, accuracy by label likelihood over the stage's own labels or
+    the negative per-token NLL of its held-out targets (instruction answers, text)}; a classification
+    stage adds "majority" (always answering its most common class) and, when the model answered one
+    label for every held-out row, "collapsed" (that label: its accuracy is that class's rate)."""
     rows = stage_rows(stage)[:n]
     dcfg = DataConfig(**{**stage.data, "train": str(stage.train)})
     fm = Formatter(stage.fmt, tok, dcfg, stage.labels)
     if stage.metric == "accuracy":
-        return label_accuracy(model, fm, rows, device=device, precision=precision, batch_size=batch_size)["accuracy"]
+        rep = label_accuracy(model, fm, rows, device=device, precision=precision, batch_size=batch_size)
+        return {"score": rep["accuracy"], "majority": rep["majority"], "collapsed": rep.get("collapsed")}
     examples, _ = tokenize_rows(rows, stage.fmt, tok, dcfg, None, fm)
     loss = val_loss(model, examples, pad_id=tok.pad_token_id, device=device, precision=precision,
                     batch_size=batch_size, row_tokens=dcfg.max_length)["loss"]
-    return -loss
+    return {"score": -loss}

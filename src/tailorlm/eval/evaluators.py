@@ -68,6 +68,17 @@ class EvalContext:
         """The first n held-out rows: the test split when there is one, else validation."""
         return (self.data.test_rows or self.data.val_rows)[:n]
 
+    def scored_on(self, evaluator: str) -> tuple[str, int] | None:
+        """(split, rows) the built-in evaluator scores, as each function below slices it: val_loss the
+        first eval.max_examples validation examples, accuracy and fewshot as many held-out rows,
+        generation eval.generate of them; None for the others (reference text, probes' own data)."""
+        e, split = self.cfg.eval, "test" if self.data.test_rows else "val"
+        rows = {"val_loss": ("val", len(self.data.val[: e.max_examples])),
+                "accuracy": (split, len(self.held_out(e.max_examples))),
+                "fewshot": (split, len(self.held_out(e.max_examples))),
+                "generation": (split, len(self.held_out(e.generate or 0)))}
+        return rows.get(evaluator)
+
 
 Evaluator = Callable[[torch.nn.Module, EvalContext], dict]
 

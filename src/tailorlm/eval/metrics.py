@@ -45,6 +45,23 @@ def format_scores(scores: dict, base: dict | None = None) -> str:
     return ", ".join(parts)
 
 
+# scores not shown for a classification run (eval's table, the report): exp(NLL of a label word) says
+# nothing a classifier's reader can use (it is in the JSON and metrics.jsonl all the same)
+NOT_FOR_CLASSIFICATION = frozenset({"val_ppl"})
+
+
+def collapsed(scores: dict | None) -> str | None:
+    """The one label a classifier answered for every held-out row, or None: the scores' `collapsed`
+    (eval/tasks.py), or, in a run from before it was recorded, the only label `predicted` counts while
+    the majority rate is below 1 (the rows held more than one label)."""
+    scores = scores or {}
+    if scores.get("collapsed"):
+        return scores["collapsed"]
+    used = [label for label, n in (scores.get("predicted") or {}).items() if n]
+    majority = scores.get("majority")
+    return used[0] if len(used) == 1 and isinstance(majority, (int, float)) and majority < 1 else None
+
+
 def deltas(scores: dict, base: dict | None) -> dict:
     """{metric: score - base score} for the metrics the base model has a number for, except those whose
     spec has no delta (a score that is already a change from the base, or a property of the data)."""

@@ -99,16 +99,25 @@ def declares(**specs: MetricSpec):
     return mark
 
 
-def find(name: str) -> Optional[MetricSpec]:
-    """The spec of `name` (an exact entry first, then a glob), or None."""
+def _entry(name: str) -> Optional[str]:
+    """The registry entry `name` falls under: itself, else the first glob it matches; None if neither."""
     from . import evaluators   # (the built-in evaluators register their metrics on import, the plugins' on load)
     evaluators.load_plugins()
     if name in METRICS:
-        return METRICS[name]
-    for pat, s in METRICS.items():
-        if any(c in pat for c in "*?[") and fnmatch.fnmatchcase(name, pat):
-            return s
-    return None
+        return name
+    return next((pat for pat in METRICS if any(c in pat for c in "*?[") and fnmatch.fnmatchcase(name, pat)), None)
+
+
+def find(name: str) -> Optional[MetricSpec]:
+    """The spec of `name` (an exact entry first, then a glob), or None."""
+    entry = _entry(name)
+    return METRICS[entry] if entry else None
+
+
+def owner(name: str) -> Optional[str]:
+    """The evaluator that returns `name` (as `find` looks it up), or None: what says which split it scored."""
+    entry = _entry(name)
+    return OWNER[entry] if entry else None
 
 
 def spec(name: str, where: str = "metric") -> MetricSpec:

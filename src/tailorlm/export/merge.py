@@ -16,6 +16,13 @@ files it wrote) and only then renamed into place, so a failure leaves --out as i
 replaces only an export tailorlm wrote and nothing else: never the run itself, a folder inside it or
 holding it, the current directory, or a folder holding a file tailorlm did not write; and every check
 (the run included) comes before anything is deleted.
+
+Every export carries its use: tailorlm.json (export/use.py: the prompt template, system message,
+chat template use and label words training rendered with, the base model and the run), a README.md
+model card whose snippet loads and uses it (export/readme.py), a config.json that names the model
+rather than the GGUF it was converted from, and the modes the umask gives (0755/0644 under umask
+022, not mkdtemp's 0700 or safetensors' 0600). Where an adapter's base is named by a Hub id, the
+command says which local folder loads it offline.
 """
 from __future__ import annotations
 
@@ -24,9 +31,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..atomic import holds_cwd, replace_dir, temp_dir_beside, write_text
+from ..atomic import holds_cwd, replace_dir, share_modes, temp_dir_beside, write_text
 from ..errors import RunExistsError, TailorError
+from . import use as use_file
 from .parity import ParityError, compare, describe, held_out_prompts, outputs
+from .readme import offline_fix, write_readme
 
 MARKER = ".tailorlm-export"
 
@@ -60,29 +69,45 @@ def export(run_dir: str | Path, out: str | Path, mode: str = "merge", *, atol: f
     del opened   # (no second reference: the model is freed below, before the reloaded export is run)
     if atol is None:   # fp32 merges agree to rounding; bf16 weights round every merged product
         atol = 1e-3 if cfg.model.dtype == "fp32" else 5e-2
-    prompts, source = held_out_prompts(cfg, tok, n_prompts)
+    use = use_file.record(cfg, run, model, tok, mode)   # (before a merge: the base still names its folder)
+    prompts, source = held_out_prompts(cfg, tok, n_prompts, use["labels"])
     ref = outputs(model, prompts, cfg.model.task, tok.pad_token_id)      # before merging, which works in place
     tmp = temp_dir_beside(out)
     try:
-        mode, reloaded = _write(cfg, model, tok, tmp, mode, fallback, say)
+        mode, reloaded = _write(cfg, model, tok, tmp, mode, fallback, say, use)
         del model
         rep = compare(ref, outputs(reloaded, prompts, cfg.model.task, tok.pad_token_id), atol)
-        rep.update(mode=mode, method=cfg.method.name, out=str(out), prompts_from=source)
+        rep.update(mode=mode, method=cfg.method.name, out=str(out), prompts_from=source, base_model=use["base_model"])
         say(f"[export] {cfg.method.name} -> {out} ({'merged Hugging Face folder' if mode == 'merge' else 'adapter'})")
         say(f"[export] {describe(rep, source)}")
         if not rep["ok"]:
             raise ParityError(f"the export does not reproduce the run's model ({describe(rep, source)}); "
                               f"nothing was written to {out}")
+        _carry_use(tmp, {**use, "export": mode}, out, say)
         write_text(tmp / MARKER, json.dumps({"tool": "tailorlm", "run": str(run.path.resolve()),
                                              "mode": mode, "files": sorted(p.name for p in tmp.iterdir())}))
+        share_modes(tmp)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)     # (already renamed into place when all went well)
     return rep
 
 
-def _write(cfg, model, tok, tmp: Path, mode: str, fallback: bool, say):
-    """The export into `tmp`, and the model reloaded from it as its users will: (mode written, model)."""
+def _carry_use(tmp: Path, use: dict, out: Path, say) -> None:
+    """tailorlm.json and README.md into the checked export; for an adapter whose base is a Hub id, the
+    local folder that loads it offline, said (README.md's snippet has it as a commented line)."""
+    use_file.write(tmp, use)
+    write_readme(tmp, use)
+    classes = f"labels {', '.join(use['labels'])}; " if use["labels"] else ""
+    say(f"[export] {use_file.FILE}: {use['format']}, {classes}the prompt template and system message training "
+        f"used; README.md shows how to load and use it")
+    if not (tmp / "config.json").is_file():   # (a whole model has no base to find)
+        say(f"[export] {offline_fix(use, tmp, out)}")
+
+
+def _write(cfg, model, tok, tmp: Path, mode: str, fallback: bool, say, use: dict):
+    """The export into `tmp`, and the model reloaded from it as its users will: (mode written, model).
+    A whole model's config.json is renamed after the run (use_file.clean_config) before it is reloaded."""
     from ..build import load_base
     from ..methods import METHODS, NotMergeable
 
@@ -99,8 +124,10 @@ def _write(cfg, model, tok, tmp: Path, mode: str, fallback: bool, say):
     if mode == "merge":
         merged.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        use_file.clean_config(tmp, use)
         return mode, _reload_merged(tmp, cfg.model.task)
     method.save(model, tok, tmp)
+    use_file.clean_config(tmp, use)     # (full fine-tuning's adapter is a whole model)
     base, _ = load_base(cfg, tokenizer=tok)
     return mode, method.load(base, tmp)
 

@@ -28,9 +28,10 @@ class Outputs:
     step_logits: list[list[torch.Tensor]]   # per prompt, per generated token: the logits it was chosen from
 
 
-def held_out_prompts(cfg, tok, n: int = 4) -> tuple[list[list[int]], str]:
-    """(token ids per prompt, where they came from)."""
-    from ..data import DataError, Formatter, detect_format, read_rows, split_rows
+def held_out_prompts(cfg, tok, n: int = 4, labels: list[str] | None = None) -> tuple[list[list[int]], str]:
+    """(token ids per prompt, where they came from). `labels`: the run's label words, which a prompt
+    template's `{labels}` names (data.labels where set; else, as training, every label the rows hold)."""
+    from ..data import DataError, Formatter, detect_format, label_set, read_rows, split_rows
     from ..data.tokenize import bos_prefix
 
     d = cfg.data
@@ -43,7 +44,7 @@ def held_out_prompts(cfg, tok, n: int = 4) -> tuple[list[list[int]], str]:
             rows = split_rows(read_rows(d.train, "skip").rows, d.val_fraction, d.val_max, cfg.train.seed)[1]
             source = "the validation split of data.train"
         fmt = detect_format(rows, d)
-        fm = Formatter(fmt, tok, d, d.labels)
+        fm = Formatter(fmt, tok, d, labels or d.labels or (label_set(rows, d) if fmt == "classification" else None))
         texts = []
         for row in rows:
             if len(texts) == n:

@@ -37,6 +37,8 @@ class Method(Protocol):
                                    the base weights themselves (full fine-tuning: keep a frozen copy)
         trains_base_weights        True where the base weights themselves train (no frozen base: full
                                    fine-tuning), so advice may offer an adapter instead
+        default_lr                 train.lr when the config leaves it unset: rates differ by orders of
+                                   magnitude between methods (full 2e-5, prompt tuning 3e-2)
         footprint(cfg, model_config)
                                    -> a Footprint (methods/footprint.py): what it trains on that model
                                    (counted on a weightless skeleton), in which dtype, its virtual
@@ -48,6 +50,7 @@ class Method(Protocol):
     """
     Config: type[MethodConfig]
     trains_base_weights: bool
+    default_lr: float
 
     def apply(self, model, cfg): ...
     def save(self, model, tokenizer, out_dir: Path) -> None: ...
@@ -130,6 +133,8 @@ def peft_load(base_model, art_dir: Path, allow_pickle: bool = False):
     prompt = PeftConfig.from_pretrained(str(art_dir)).is_prompt_learning
     with refusals(Path(art_dir), "adapter"):
         model = PeftModel.from_pretrained(base_model, str(art_dir), is_trainable=not prompt)
+    for cfg in model.peft_config.values():   # the base it sits on here, not the saved Hub id: PEFT's save
+        cfg.base_model_name_or_path = base_model.name_or_path   # looks it up (online), and peft_save renames it
     if prompt:
         model.prompt_encoder.requires_grad_(True)
     return model

@@ -37,6 +37,8 @@ from .card import base_of, write_card
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 WEIGHTS, CONFIG = "adapter.safetensors", "bottleneck.json"
 trains_base_weights = False
+# train.lr when unset: 1e-3, Houlsby et al.'s upper grid value (their grid: 1e-4 ... 1e-3)
+default_lr = 1e-3
 
 
 class Config(MethodConfig):

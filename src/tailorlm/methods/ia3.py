@@ -12,6 +12,8 @@ from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 trains_base_weights = False
+# train.lr when unset: 3e-3, the rate of IA3's paper (T-Few, Liu et al. 2022)
+default_lr = 3e-3
 
 
 class Config(MethodConfig):

@@ -11,6 +11,8 @@ from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 trains_base_weights = False
+# train.lr when unset: 2e-4
+default_lr = 2e-4
 
 
 class Config(MethodConfig):

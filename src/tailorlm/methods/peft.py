@@ -16,6 +16,8 @@ from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 trains_base_weights = False
+# train.lr when unset: 2e-4 (any PEFT method: no rate fits them all; set train.lr)
+default_lr = 2e-4
 
 
 class Config(MethodConfig):

@@ -25,6 +25,8 @@ from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task, task_of
 
 trains_base_weights = False
+# train.lr when unset: 5e-3 (prefix parameters start from random keys and values: adapter-like rates are too slow)
+default_lr = 5e-3
 
 
 class Config(MethodConfig):

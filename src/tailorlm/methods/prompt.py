@@ -18,6 +18,8 @@ from . import footprint as fp
 from .base import MethodConfig, peft_disabled, peft_load, peft_merge, peft_save, peft_task
 
 trains_base_weights = False
+# train.lr when unset: 3e-2 (Lester et al. train the prompt at 0.3 with Adafactor; with AdamW 3e-2, as PEFT's examples)
+default_lr = 3e-2
 
 
 class Config(MethodConfig):

@@ -36,6 +36,7 @@ class Plan:
     step_time_s: float           # an estimate (plan/speed.py)
     advice: list[dict] = field(default_factory=list)   # {"override": "k=v ...", "why": str, "total": bytes}
     headroom: float = 1.0        # fitting needs total * headroom (HEADROOM: memory the allocator keeps)
+    targets: int | None = None   # target positions per micro-batch where not every one is (classification)
 
     @property
     def needed(self) -> int:
@@ -69,4 +70,5 @@ def estimate(cfg, memory=None, world: int = 1) -> Plan:
     return Plan(parts=pt, total=int(total), moment=moment, available=available, source=source, device=device,
                 precision=precision, trainable=s.trainable, total_params=s.total,
                 tokens_per_step=s.rows * s.tokens * cfg.train.grad_accum * world,
-                step_time_s=speed.step_time(cfg, s, device, precision), headroom=HEADROOM.get(device, 1.0))
+                step_time_s=speed.step_time(cfg, s, device, precision), headroom=HEADROOM.get(device, 1.0),
+                targets=s.targets)

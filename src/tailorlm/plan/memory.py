@@ -5,8 +5,10 @@ process's peak resident memory (VmHWM) over the training steps minus its residen
 the model loads (libraries imported, data tokenised), i.e. what training adds to the process.
 
 The batch is planned for its worst case: every micro-batch holds `train.batch_size` rows of
-`data.max_length` tokens (plus a method's virtual tokens), every position a target. Data with
-shorter rows, or with few target positions (a short answer after a long prompt), needs less.
+`data.max_length` tokens (plus a method's virtual tokens), every position a target, except for
+classification data, whose targets are its label positions (plan/targets.py: L per example, the
+longest label and the end of its turn). Data with shorter rows, or with few target positions (a
+short answer after a long prompt), needs less.
 
 What the method puts on the model (the parameters it trains and their dtype, its virtual tokens,
 its largest tensor, the lowest layer it trains) is its Footprint: the method says it
@@ -25,7 +27,11 @@ The parts (bytes; P = parameters, p = bytes per weight of model.dtype, R rows, T
     logits       at the kept positions: what autograd saves per position and vocabulary word
                  (measured: the fp32 log-softmax), and in backward the fp32 gradients of the loss by the
                  log-probabilities and by the logits (2 x 4 bytes); with train.loss_chunk, one chunk's
-                 logits and gradients at a time (recomputed in backward)
+                 logits and gradients at a time (recomputed in backward). Kept: all T columns of a
+                 row; for classification, N = R x L target positions per micro-batch, in at most
+                 K = min(T, N) columns of each row (the head runs on the columns with any target, and
+                 rows of different prompt lengths put their labels in different columns); the chunked
+                 loss scores the N positions alone
     bf16 copies  train.frozen_cast under bf16: a bf16 copy of every frozen linear weight, held all run
                  (2 bytes x the frozen weights outside the embeddings); those of the layers backward
                  runs through are what autocast would have saved anyway (in c), so the start of
@@ -50,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..methods import METHODS
+from .targets import label_positions
 
 BYTES = {"fp32": 4, "bf16": 2}
 # What a CPU training process adds whatever the model (fp32, bf16 autocast): the tokenizer, library
@@ -75,6 +82,7 @@ class Shape:
     trains_base: bool = False        # the base weights themselves train (the method's trains_base_weights)
     trainable_dtype: str = "fp32"    # the trained weights' dtype (the model's own where the base trains)
     virtual_tokens: int = 0          # of `tokens`, those the method puts in front of each row
+    targets: int | None = None       # target positions per micro-batch (classification: rows x L); None: all
 
 
 def shape_of(cfg, config, world: int = 1) -> Shape:
@@ -82,7 +90,9 @@ def shape_of(cfg, config, world: int = 1) -> Shape:
     method = METHODS[cfg.method.name]
     fp = method.footprint(cfg.method, config)
     base = method.trains_base_weights
-    return Shape(rows=max(1, cfg.train.batch_size // world), tokens=cfg.data.max_length + fp.virtual_tokens,
+    rows, per_example = max(1, cfg.train.batch_size // world), label_positions(cfg)   # (L: None unless classification)
+    return Shape(rows=rows, tokens=cfg.data.max_length + fp.virtual_tokens,
+                 targets=None if per_example is None else rows * min(per_example, cfg.data.max_length),
                  vocab=config.vocab_size, hidden=config.hidden_size, layers=config.num_hidden_layers,
                  in_backward=config.num_hidden_layers - fp.lowest_layer, trainable=fp.trainable, total=fp.total,
                  largest=fp.largest, head_trainable=base, trains_base=base,
@@ -103,11 +113,13 @@ def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: st
     cr, ar, qr = probe["rest"]
     cw, aw, qw = probe["word"]
     rest = cr + R * (ar * T + qr * T * T)
-    saved_logits = V * (cw + R * (aw * T + qw * T * T))
-    grad_logits = R * T * V * 8
+    N = R * T if s.targets is None else min(s.targets, R * T)   # target positions per micro-batch
+    K = T if s.targets is None else min(T, N)                   # kept columns per row: (R, K, V) logits
+    saved_logits = V * (cw + R * (aw * K + qw * K * K))
+    grad_logits = R * K * V * 8
     chunk = getattr(cfg.train, "loss_chunk", None)
     if chunk:   # train.loss_chunk: one chunk's logits at a time, recomputed in backward (4 more for its log-softmax)
-        saved_logits, grad_logits = V * cw, min(R * T, chunk) * V * 12
+        saved_logits, grad_logits = V * cw, min(N, chunk) * V * 12
     return {
         "weights": (s.total - s.trainable) * p + s.trainable * own,
         "gradients": s.trainable * own,

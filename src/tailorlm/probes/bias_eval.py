@@ -53,7 +53,8 @@ def _finish(ctx, source: str, rows: list[dict], extra: dict, names: dict[str, st
     if warnings:
         out[warn_key] = "; ".join(warnings)
     if ctx.run_dir is not None and not ctx.base:
-        save(ctx.run_dir, source, rows, warnings, {**extra, "step": ctx.step, "sampled": True})
+        save(ctx.run_dir, source, rows, warnings, {**extra, "step": ctx.step, "sampled": True},
+             ctx.cfg.bias.threshold)
     return out
 
 

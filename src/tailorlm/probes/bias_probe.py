@@ -2,10 +2,13 @@
 threshold warning, written to RUN/probes/bias.json. `tailorlm bias` and the `bias` / `flips`
 evaluators both call `run_pairs` / `run_flips`; the evaluators score a seeded sample, the command all.
 
-A warning is raised for a group when the tuned model's bias is *significantly* higher than the
-base's (the paired 95% bootstrap interval of the change lies above 0, over at least MIN_ITEMS
-items) and the change exceeds `bias.threshold`: the bias score |share - 0.5| of a category, BBQ's
-s_DIS / s_AMB, or the flip rate of a swap axis.
+Each watched row (the bias score |share - 0.5| of a category, BBQ's s_DIS / s_AMB, the flip rate
+of a swap axis) gets a `verdict` against `bias.threshold` (probes/verdict.py): `worse` when the
+tuned model's bias is *significantly* further from unbiased than the base's (the paired 95%
+bootstrap interval of the change excludes 0, over at least MIN_ITEMS items) by more than the
+threshold, `better` when it is significantly closer by more than it, else `no significant change`.
+s_DIS and s_AMB are signed (0 unbiased, -1 never the stereotype), so for them the distance from 0
+is what is judged. Each `worse` is also a warning.
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from .bias_pairs import bbq_answers, bbq_rows, pair_lls, pair_rows
 from .bias_readers import load_probes
 from .flips import flip_items, flip_measures, flip_rows, load_swaps, worst_pairs
 from .store import write_probe
+from .verdict import WORSE, verdict, verdict_html
 
-WATCHED = {"bias score", "s_DIS", "s_AMB", "flip rate"}   # the rows a threshold warning watches
+# the rows bias.threshold judges, and which way is worse (probes/verdict.py: +1 a rise, 0 away from 0)
+WATCHED = {"bias score": 1, "s_DIS": 0, "s_AMB": 0, "flip rate": 1}
 MIN_ITEMS = 10   # a group with fewer items is shown but never significant: resampling 1-9 items is no interval
 TITLE = "Bias: stereotype pairs and counterfactual flips"
 
@@ -52,11 +57,21 @@ def few_not_significant(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def judge(rows: list[dict], threshold: float) -> list[dict]:
+    """Each watched row with its `verdict` (and the threshold it was judged against), in place."""
+    for r in rows:
+        if r["metric"] in WATCHED:
+            r["verdict"], r["threshold"] = verdict(r, WATCHED[r["metric"]], threshold), threshold
+    return rows
+
+
 def warnings_for(rows: list[dict], threshold: float) -> list[str]:
+    """One warning per watched row whose verdict against `threshold` is `worse`."""
     out = []
     for r in rows:
-        if r["metric"] in WATCHED and r["significant"] and r["change"] > threshold:
-            out.append(f"bias: {r['metric']} of {r['group']} rose {r['base']:.3f} -> {r['tuned']:.3f} "
+        if r["metric"] in WATCHED and verdict(r, WATCHED[r["metric"]], threshold) == WORSE:
+            moved = "rose" if WATCHED[r["metric"]] else "moved away from 0"
+            out.append(f"bias: {r['metric']} of {r['group']} {moved} {r['base']:.3f} -> {r['tuned']:.3f} "
                        f"({r['change']:+.3f}, 95% CI [{r['lo']:+.3f}, {r['hi']:+.3f}], n={r['n']}) after tuning, "
                        f"more than bias.threshold={threshold}")
     return out
@@ -87,9 +102,12 @@ def run_flips(measure_pair, formatter, cfg, rows: list[dict], *, rounds: int = 2
     return few_not_significant(flip_rows(items, base, tuned, rounds=rounds)), extra
 
 
-def save(run_dir: str | Path, source: str, rows: list[dict], warnings: list[str], extra: dict) -> Path:
-    """RUN/probes/bias.json with this source's ('pairs' or 'flips') rows, warnings and extras replaced
-    and the other source's kept: the two evaluators (and the command) share one file for the report."""
+def save(run_dir: str | Path, source: str, rows: list[dict], warnings: list[str], extra: dict,
+         threshold: float) -> Path:
+    """RUN/probes/bias.json with this source's ('pairs' or 'flips') rows, judged against `threshold`
+    (bias.threshold; their verdicts set in place), warnings and extras replaced and the other source's
+    kept: the two evaluators (and the command) share one file for the report."""
+    judge(rows, threshold)
     path = RunDir.at(run_dir).probe_file("bias")
     old = {}
     if path.is_file():
@@ -100,10 +118,13 @@ def save(run_dir: str | Path, source: str, rows: list[dict], warnings: list[str]
     parts = {k: v for k, v in (old.get("extra", {}).get("sources") or {}).items() if k != source}
     parts[source] = {"rows": [{**r, "source": source} for r in rows], "warnings": list(warnings), "extra": extra}
     order = [s for s in ("pairs", "flips") if s in parts]
+    rows = [r for s in order for r in parts[s]["rows"]]
     worst = (parts.get("flips") or {}).get("extra", {}).get("worst_flips") or []
-    return write_probe(run_dir, "bias", title=TITLE, rows=[r for s in order for r in parts[s]["rows"]],
-                       warnings=[w for s in order for w in parts[s]["warnings"]], extra={"sources": parts},
-                       html=worst_html(worst) if worst else None)
+    page = verdict_html(rows, "Verdicts: a watched figure is worse or better when its 95% interval excludes 0 "
+                              "and the change passes bias.threshold.") + (worst_html(worst) if worst else "")
+    warnings = [w for s in order for w in parts[s]["warnings"]]
+    return write_probe(run_dir, "bias", title=TITLE, rows=rows, warnings=warnings, extra={"sources": parts},
+                       html=page or None)
 
 
 def worst_html(worst: list[dict]) -> str:

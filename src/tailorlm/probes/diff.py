@@ -17,6 +17,7 @@ import torch
 from ..data.batching import collate
 from ..data.tokenize import IGNORE, Example
 from ..forward import eval_mode, lm_logits
+from .explain_text import shown, token_strings, vocab_text
 from .pair import base_view
 
 TOP_POSITIONS = 5   # positions (highest KL) whose probability shifts are kept per input
@@ -25,7 +26,7 @@ TOP_TOKENS = 3      # rising and falling tokens kept at each of them
 
 @dataclass
 class Diff:
-    tokens: list[str]           # each scored token's text
+    tokens: list[str]           # each scored token's text (explain_text.token_strings: they join to the text)
     ids: list[int]
     region: list[str]           # "text" (the user's), "template", or "answer", per token
     logp_base: list[float]
@@ -67,16 +68,18 @@ def _paired(model, cfg, chunks: list[tuple], fn) -> list[tuple]:
     return out
 
 
-def _compare(lp_b: torch.Tensor, lp_t: torch.Tensor, ids: list[int], tok) -> tuple[list, list, list, list]:
-    """(log p base, log p tuned, KL per position, shifts at the TOP_POSITIONS highest-KL positions)."""
+def _compare(lp_b: torch.Tensor, lp_t: torch.Tensor, ids: list[int], texts: list[str],
+             tok) -> tuple[list, list, list, list]:
+    """(log p base, log p tuned, KL per position, shifts at the TOP_POSITIONS highest-KL positions);
+    `texts`: each of `ids` as shown."""
     tgt = torch.tensor(ids)[:, None]
     kl = (lp_b.exp() * (lp_b - lp_t)).sum(-1).clamp(min=0)     # (n,); clamp: float rounding below 0
     dp = lp_t.exp() - lp_b.exp()                                # (n, vocab) probability change
     shifts = []
     for pos in kl.topk(min(TOP_POSITIONS, len(kl))).indices.tolist():
         def entry(v):
-            return [tok.decode([v]), float(lp_b[pos, v].exp()), float(lp_t[pos, v].exp())]
-        shifts.append({"pos": pos, "token": tok.decode([ids[pos]]), "kl": float(kl[pos]),
+            return [vocab_text(tok, v), float(lp_b[pos, v].exp()), float(lp_t[pos, v].exp())]
+        shifts.append({"pos": pos, "token": texts[pos], "kl": float(kl[pos]),
                        "rose": [entry(v) for v in dp[pos].topk(TOP_TOKENS).indices.tolist()],
                        "fell": [entry(v) for v in (-dp[pos]).topk(TOP_TOKENS).indices.tolist()]})
     return (lp_b.gather(1, tgt)[:, 0].tolist(), lp_t.gather(1, tgt)[:, 0].tolist(), kl.tolist(), shifts)
@@ -100,9 +103,9 @@ def diff(model, cfg, tok, rendered: list, answers: list[list[int]], *, batch_siz
     for c, (lt, lb), (gt, gb) in zip(chunks, pairs, greedy):
         for k, i in enumerate(c):
             r, ids = rendered[i], seqs[i][starts[i]:]
-            pb, pt, kl, shifts = _compare(lb[k], lt[k], ids, tok)
-            out.append(Diff(_token_texts(r, ids, starts[i], tok), ids, _regions(r, len(ids), starts[i]),
-                            pb, pt, kl, shifts, gb[k], gt[k]))
+            texts = _token_texts(r, ids, starts[i], tok)
+            pb, pt, kl, shifts = _compare(lb[k], lt[k], ids, texts, tok)
+            out.append(Diff(texts, ids, _regions(r, len(ids), starts[i]), pb, pt, kl, shifts, gb[k], gt[k]))
     return out
 
 
@@ -113,10 +116,10 @@ def _regions(r, n: int, start: int) -> list[str]:
 
 
 def _token_texts(r, ids: list[int], start: int, tok) -> list[str]:
-    """The user's tokens as the slices of their own text; the rest decoded."""
+    """The user's tokens as the slices of their own text; the rest as what each adds to the decoded text."""
     s, _ = r.span
-    return [r.pieces[start + j - s] if 0 <= start + j - s < len(r.pieces) else tok.decode([t])
-            for j, t in enumerate(ids)]
+    decoded = token_strings(tok, ids)
+    return [r.pieces[start + j - s] if 0 <= start + j - s < len(r.pieces) else decoded[j] for j in range(len(ids))]
 
 
 def greedy_text(model, tok, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
@@ -130,4 +133,4 @@ def greedy_text(model, tok, prompts: list[list[int]], max_new_tokens: int) -> li
     dev = next(model.parameters()).device
     out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                          do_sample=False, pad_token_id=pad)
-    return tok.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [shown(t) for t in tok.batch_decode(out[:, width:], skip_special_tokens=True)]

@@ -21,10 +21,12 @@ from ..run import RunDir, open_run
 from .attribution import Attribution, attribute
 from .diff import diff
 from .explain_html import fragment
+from .explain_text import LOGP
 from .inputs import Rendered, render
 from .pair import base_view
 from .stats import paired_change
 from .store import write_probe
+from .verdict import SAME, verdict
 
 IG_TOLERANCE = 0.05   # |delta| / |F(x) - F(x')| above this: the integral is not converged
 
@@ -131,27 +133,44 @@ def _attr(model, tok, r, tgt, method, n_steps, n_samples) -> Attribution | None:
     return attribute(model, tok, r, tgt, method, n_steps=n_steps, n_samples=n_samples)
 
 
+REFERENCE_LOGP = "log p(reference answer)"      # the file's own answers; else LOGP, the tuned model's answer
+TEXT_LOGP = "log p per token of the text"        # how likely the user's own text is: a fall is forgetting
+RIGHT = "answer is the reference"                # classification inputs that all carry their label
+
+
+def _row(metric: str, base, tuned, up: int | None) -> dict:
+    """One table row with n and its verdict; `up`: which way is worse (probes/verdict.py; None: neither)."""
+    r = {"metric": metric, "n": len(base), **paired_change(base, tuned), "up": up}
+    r["verdict"] = verdict(r, up)
+    return r
+
+
 def summary_rows(items: list[dict]) -> tuple[list[dict], list[str]]:
-    """The probe's table: base vs tuned over the inputs, with paired bootstrap intervals."""
+    """The probe's table: base vs tuned over the inputs, with paired bootstrap intervals and n; each
+    row's verdict (better / worse / changed / no significant change, probes/verdict.py)."""
     rows, warnings = [], []
     diffs = [it["diff"] for it in items if it.get("diff")]
+    scored = all(it.get("reference") is not None for it in items)
+    labelled = scored and all(it["probs"]["tuned"] for it in items)   # (label words: a classification run)
     if diffs:
         ans = [(sum(b for b, g in zip(d["logp_base"], d["region"]) if g == "answer"),
                 sum(t for t, g in zip(d["logp_tuned"], d["region"]) if g == "answer")) for d in diffs]
         text = [(np.mean([b for b, g in zip(d["logp_base"], d["region"]) if g == "text"]),
                  np.mean([t for t, g in zip(d["logp_tuned"], d["region"]) if g == "text"])) for d in diffs]
-        if any("answer" in d["region"] for d in diffs):
-            rows.append({"metric": "answer log p", **paired_change(*zip(*ans))})
-        rows.append({"metric": "log p per token of the text", **paired_change(*zip(*text))})
-        rows.append({"metric": "KL(base || tuned) per token", **paired_change([0.0] * len(diffs),
-                                                                             [np.mean(d["kl"]) for d in diffs])})
-        rows.append({"metric": "greedy output differs", **paired_change([0.0] * len(diffs),
-                                                                       [float(d["greedy_differs"]) for d in diffs])})
-    rows.append({"metric": "answer differs from the base's",
-                 **paired_change([0.0] * len(items), [float(it["answer"] != it["base_answer"]) for it in items])})
+        if any("answer" in d["region"] for d in diffs):   # a reference answer: more likely is better
+            rows.append(_row(REFERENCE_LOGP, *zip(*ans), up=-1) if scored else _row(LOGP, *zip(*ans), None))
+        rows.append(_row(TEXT_LOGP, *zip(*text), up=-1))
+        rows.append(_row("KL(base || tuned) per token", [0.0] * len(diffs), [np.mean(d["kl"]) for d in diffs], None))
+        rows.append(_row("greedy output differs", [0.0] * len(diffs), [float(d["greedy_differs"]) for d in diffs],
+                         None))
+    rows.append(_row("answer differs from the base's", [0.0] * len(items),
+                     [float(it["answer"] != it["base_answer"]) for it in items], None))
+    if labelled:
+        rows.append(_row(RIGHT, [float(it["base_answer"] == it["reference"]) for it in items],
+                         [float(it["answer"] == it["reference"]) for it in items], up=-1))
     if len(items) < 2:
         for row in rows:
-            row["significant"] = False
+            row["significant"], row["verdict"] = False, SAME
         warnings.append("one input: no confidence interval (explain a --file of inputs for one)")
     for it in items:
         a = (it.get("attribution") or {}).get("tuned") or {}

@@ -6,13 +6,16 @@ model's token attributions toward the tuned answer (a diverging palette: blue su
 red speaks against it, one scale for both rows so they compare); the text, template and answer
 coloured by the change in log-probability tuned - base (blue: more likely after tuning) and by
 KL(base || tuned) (purple); the positions that shifted most with the tokens that rose and fell
-there; and both greedy continuations. Every token shows its numbers on hover (title).
+there; and both greedy continuations. Every word shows its numbers on hover (title). Words, not
+sub-word pieces, are coloured (a word's value is the sum of its pieces'), and the quantities are
+named as the console names them (probes/explain_text.py: p among the labels, log p(answer)).
 """
 from __future__ import annotations
 
 from html import escape
 
 from ..html_page import page as shell
+from .explain_text import LOGP, P_LABELS, answer_text, at_word, interval, merged, shown, target_text, word_spans
 
 BLUE, RED, PURPLE = (33, 102, 172), (178, 24, 43), (118, 42, 131)
 TOKEN = "border-radius:3px;padding:1px 0;margin:0 0 2px 0;line-height:1.9"
@@ -28,7 +31,7 @@ def _shade(rgb: tuple, strength: float) -> str:
 
 
 def _visible(text: str) -> str:
-    return escape(text.replace("\n", "\u23ce"))
+    return escape(shown(text).replace("\n", "\u23ce"))
 
 
 def _span(text: str, style: str, title: str) -> str:
@@ -49,36 +52,43 @@ def _row(name: str, body: str) -> str:
 
 
 def _answers(it: dict) -> str:
-    def p(side: str, ans: str) -> str:
-        prob = it["probs"][side].get(ans)
-        return f" (p {prob:.2f})" if prob is not None else ""
     changed = "" if it["answer"] == it["base_answer"] else ' &middot; <b style="color:#b2182b">changed by tuning</b>'
     if it.get("reference") is not None:   # the file's own answer: what the rows below score
         changed += f' &middot; reference <b>{escape(str(it["reference"]))}</b> (scored below)'
-    return (f'<div style="margin-bottom:6px">tuned answers <b>{escape(it["answer"])}</b>{p("tuned", it["answer"])}'
-            f' &middot; base answered <b>{escape(it["base_answer"])}</b>{p("base", it["base_answer"])}{changed}</div>')
+    return (f'<div style="margin-bottom:6px">tuned: <b>{escape(answer_text(it, "tuned"))}</b> &middot; '
+            f'base: <b>{escape(answer_text(it, "base"))}</b>{changed}</div>')
 
 
-def _attributions(it: dict) -> str:
+def _attributions(it: dict, task: str) -> str:
+    """Per side, the user's words coloured by their summed attributions toward the tuned answer."""
     a = it.get("attribution")
     if not a:
         return ""
-    scale = max(abs(v) for side in ("tuned", "base") for v in a[side]["scores"]) if a["tuned"]["scores"] else 1.0
+    sides = {side: merged(it["pieces"], a[side]["scores"]) for side in ("tuned", "base")}
+    scale = max((abs(v) for _, vals in sides.values() for v in vals), default=1.0)
     out = ""
-    for side in ("tuned", "base"):
+    for side, (words, vals) in sides.items():
         s = a[side]
         note = f"; IG delta {s['delta']:+.3g}" if s.get("delta") is not None else ""
-        out += _row(f"why, {side} ({s['method']}{note})", diverging(it["pieces"], s["scores"], scale, "attribution"))
+        out += _row(f"why, {side} ({s['method']}; target {target_text(s, task)}{note})",
+                    diverging(words, vals, scale, "attribution"))
     return out
 
 
 def _changes(d: dict) -> str:
-    """Δ log p and KL rows over the scored tokens; the template in muted monospace."""
-    delta = [t - b for b, t in zip(d["logp_base"], d["logp_tuned"])]
-    dscale = max(map(abs, delta), default=1.0)
-    kscale = max(d["kl"], default=1.0) or 1.0
+    """Δ log p and KL rows over the scored words (each the sum over its tokens); the template in
+    muted monospace."""
+    spans = word_spans(d["tokens"], d["region"])
+
+    def add(vals: list[float]) -> list[float]:   # per word, the sum over its tokens (log p of the word)
+        return [sum(vals[i] for i in g) for g in spans]
+    tokens, region = ["".join(d["tokens"][i] for i in g) for g in spans], [d["region"][g[0]] for g in spans]
+    base, tuned, kls = add(d["logp_base"]), add(d["logp_tuned"]), add(d["kl"])
+    delta = [t - b for b, t in zip(base, tuned)]
+    dscale = max(map(abs, delta), default=1.0) or 1.0
+    kscale = max(kls, default=1.0) or 1.0
     dl, kl = "", ""
-    for tok, reg, dv, k, b, t in zip(d["tokens"], d["region"], delta, d["kl"], d["logp_base"], d["logp_tuned"]):
+    for tok, reg, dv, k, b, t in zip(tokens, region, delta, kls, base, tuned):
         extra = f";{MUTED}" if reg == "template" else (";font-weight:600" if reg == "answer" else "")
         tip = f"log p base {b:.2f}, tuned {t:.2f}, change {dv:+.2f}; KL {k:.3f} ({reg})"
         dl += _span(tok, _shade(BLUE if dv >= 0 else RED, abs(dv) / dscale) + extra, tip)
@@ -91,7 +101,8 @@ def _shifts(d: dict) -> str:
 
     def toks(entries: list) -> str:
         return ", ".join(f"{_visible(t)!s} {b:.2f}&rarr;{a:.2f}" for t, b, a in entries)
-    rows = "".join(f'<tr><td style="{cell}">{_visible(s["token"])}</td><td style="{cell}">{s["kl"]:.3f}</td>'
+    rows = "".join(f'<tr><td style="{cell}">{escape(at_word(d["tokens"], d["region"], s["pos"]))}</td>'
+                   f'<td style="{cell}">{s["kl"]:.3f}</td>'
                    f'<td style="{cell};color:{"#2166ac"}">{toks(s["rose"])}</td>'
                    f'<td style="{cell};color:#b2182b">{toks(s["fell"])}</td></tr>' for s in d["shifts"][:3])
     head = "".join(f'<th style="{cell};font-weight:600">{h}</th>' for h in
@@ -101,22 +112,25 @@ def _shifts(d: dict) -> str:
 
 def _greedy(d: dict) -> str:
     flag = "differ" if d["greedy_differs"] else "same"
-    return (_row(f"greedy, base ({flag})", f'<span style="{MUTED};color:#333">{escape(d["greedy_base"])}</span>')
-            + _row("greedy, tuned", f'<span style="{MUTED};color:#333">{escape(d["greedy_tuned"])}</span>'))
+    return (_row(f"greedy, base ({flag})", f'<span style="color:#333">{escape(shown(d["greedy_base"]))}</span>')
+            + _row("greedy, tuned", f'<span style="color:#333">{escape(shown(d["greedy_tuned"]))}</span>'))
 
 
 def legend() -> str:
     sw = lambda rgb, t: f'<span style="{TOKEN};{_shade(rgb, 0.8)};padding:1px 6px">{t}</span>'  # noqa: E731
     return (f'<div style="font-size:0.82em;color:#555;margin:4px 0 10px">{sw(BLUE, "supports / more likely")} '
             f'{sw(RED, "against / less likely")} {sw(PURPLE, "distribution moved (KL)")} &nbsp;'
-            "colour strength is relative within each card; hover a token for its numbers</div>")
+            "colour strength is relative within each card; hover a word for its numbers. "
+            f"<b>{P_LABELS}</b>: p(label | prompt) renormalised over the run's labels; <b>{LOGP}</b>: the "
+            "natural-log probability of the answer's tokens after the prompt, summed (what the attributions "
+            "explain)</div>")
 
 
 def fragment(record: dict) -> str:
     """The explanations of one `explain` record as a self-contained HTML fragment."""
     cards = []
     for it in record["inputs"][:MAX_CARDS]:
-        body = _answers(it) + _attributions(it)
+        body = _answers(it) + _attributions(it, record.get("task", "causal_lm"))
         if it.get("diff"):
             body += _changes(it["diff"]) + _shifts(it["diff"]) + _greedy(it["diff"])
         cards.append(f'<div style="border:1px solid #ddd;border-radius:6px;padding:10px 14px;margin:10px 0">{body}</div>')
@@ -131,12 +145,21 @@ def fragment(record: dict) -> str:
 def table(record: dict) -> str:
     """The probe's rows (base, tuned, change and its 95% interval) and warnings, as report.html shows them."""
     cell = "padding:3px 10px;border-bottom:1px solid #eee;text-align:right"
-    head = "".join(f'<th style="{cell}">{h}</th>' for h in ("", "base", "tuned", "change", "95% interval"))
+    head = "".join(f'<th style="{cell}">{h}</th>' for h in ("", "n", "base", "tuned", "change", "95% interval",
+                                                             "verdict"))
+    colour = {"worse": ";color:#b2182b;font-weight:600", "better": ";color:#11793a;font-weight:600"}
     body = "".join(f'<tr><td style="{cell};text-align:left">{escape(r["metric"])}</td><td style="{cell}">'
+                   f'{r.get("n", "")}</td><td style="{cell}">'
                    f'{r["base"]:.3f}</td><td style="{cell}">{r["tuned"]:.3f}</td><td style="{cell}">{r["change"]:+.3f}'
-                   f'</td><td style="{cell}">[{r["lo"]:+.3f}, {r["hi"]:+.3f}]</td></tr>' for r in record["rows"])
+                   f'</td><td style="{cell}">{interval(r)}</td><td class="{_verdict_class(r)}" style="{cell}'
+                   f'{colour.get(r.get("verdict"), "")}">{escape(r.get("verdict", ""))}</td></tr>'
+                   for r in record["rows"])
     warn = "".join(f'<div style="color:#b2182b;margin:4px 0">{escape(w)}</div>' for w in record["warnings"])
     return f'<table style="border-collapse:collapse;font-size:0.9em">{head}{body}</table>{warn}'
+
+
+def _verdict_class(r: dict) -> str:
+    return {"worse": "bad", "better": "good"}.get(r.get("verdict"), "")
 
 
 def page(record: dict) -> str:

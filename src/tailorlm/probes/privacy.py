@@ -22,6 +22,11 @@ from .membership import membership_rows, trained_rows
 from .pair import base_view
 from .privacy_scoring import example_nll, greedy_matches, sample, shared_head
 from .stats import paired_change
+from .verdict import verdict
+
+# the figures a verdict is said for: every one is worse when it rises (more memorised, a sharper
+# attack); the skew-normal exposure and the TPR rows are other readings of a judged row, shown only
+SHOWN_ONLY = ("canary exposure (skew-normal)", "TPR at ")
 
 
 def held_out_examples(data, cfg) -> list:
@@ -144,7 +149,16 @@ def privacy_probe(model, cfg, data, canaries: Canaries | None, *, k: int, m: int
         if step is None:
             warnings.append("membership: the step the tuned weights hold is unknown (no summary.json), so every "
                             "training row counts as a member, trained on or not")
-    return rows, warnings, extra
+    return judge(rows), warnings, extra
+
+
+def judge(rows: list[dict]) -> list[dict]:
+    """Each judged row (not SHOWN_ONLY) with its `verdict`: a significant rise is worse, a significant
+    fall better (probes/verdict.py, threshold 0: the paired 95% interval alone), in place."""
+    for r in rows:
+        if not r["metric"].startswith(SHOWN_ONLY):
+            r["verdict"] = verdict(r, 1)
+    return rows
 
 
 def _example_rows(base: dict, tuned: dict, k: int, m: int, window: str, warnings: list, extra: dict) -> list[dict]:

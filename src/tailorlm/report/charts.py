@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from ..eval.metrics import NOT_FOR_CLASSIFICATION
 from ..eval.specs import find
 from .svg import colour, finite, line_chart
 
@@ -107,13 +108,18 @@ def training_charts(runs: list[dict]) -> list[str]:
     return [c for c in charts if c]
 
 
+def charted(run: dict, key: str) -> bool:
+    return key not in NOT_CHARTED and not (run.get("classification") and key in NOT_FOR_CLASSIFICATION)
+
+
 def score_names(runs: list[dict]) -> list[str]:
-    """Every numeric evaluation score of any run (base or evaluations), in first-seen order."""
+    """Every numeric evaluation score of any run (base or evaluations), in first-seen order; a
+    classification run's perplexity left out."""
     names = {}
     for r in runs:
         for scores in [r.get("base") or {}] + [e["eval"] for e in r["evals"]]:
             for k, v in scores.items():
-                if finite(v) and k not in NOT_CHARTED:
+                if finite(v) and charted(r, k):
                     names.setdefault(k, None)
     return list(names)
 
@@ -121,6 +127,8 @@ def score_names(runs: list[dict]) -> list[str]:
 def score_chart(runs: list[dict], key: str) -> str:
     many, series = len(runs) > 1, []
     for i, r in enumerate(runs):
+        if not charted(r, key):
+            continue
         pts = [(e["step"], e["eval"].get(key)) for e in r["evals"]]
         if finite((r.get("base") or {}).get(key)):
             pts = [(0, r["base"][key])] + pts      # step 0: the base model, where the line starts

@@ -2,9 +2,11 @@
 
 Nothing is fetched to open it: inline CSS, inline SVG charts (report/svg.py), no script, no font, no
 image; a Content-Security-Policy of `default-src 'none'` makes a browser refuse anything remote even
-if a probe's fragment asked for it. Top to bottom: what each run is and where it stands, before/after
-with deltas, training curves, evaluation scores over steps (base model dashed), forgetting, probes,
-warnings and events, the data and its audit, the environment, the resolved config.
+if a probe's fragment asked for it. Top to bottom: a banner for a classifier that collapsed to one
+class, what each run is and where it stands, before/after with deltas (each score's split and rows),
+a classifier's per-class scores and confusion matrices, training curves, evaluation scores over
+steps (base model dashed), forgetting, probes, warnings and events, the data (which split gave which
+score) and its audit, the environment, the resolved config.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from ..atomic import naming, write_text
 from ..html_page import STYLE, page
 from .charts import eval_charts, training_charts
+from .classify import BANNER_STYLE, class_section, collapse_banner
 from ..run.folder import REPORT, RunDir
 from .collect import read_run
 from .svg import colour, fmt
@@ -22,7 +25,7 @@ from .tables import before_after, data_section, env_section, events_section, lat
 
 PAGE_STYLE = STYLE + """
 body{max-width:1240px}h1{margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
-h3{font-size:14px;margin:18px 0 6px}.charts{display:flex;flex-wrap:wrap;gap:12px 20px}
+h3{font-size:14px;margin:18px 0 6px}th.name{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:12px 20px}
 svg.chart text{font-size:11px}th:first-child{text-align:left}.charts svg{background:#fff;border:1px solid #e4e4e4;border-radius:6px}
 .runhead{border-left:5px solid #888;padding:6px 12px;margin:10px 0;background:#fafafa}
 .runhead .facts{color:#444}.status{font-weight:600}.status.live{color:#a15c00}
@@ -31,7 +34,7 @@ td.good{color:#11793a;font-weight:600}td.bad,.bad{color:#b3261e;font-weight:600}
 .warntext{color:#8a5300}tr.fatal td{background:#fdecea}tr.warning td{background:#fff6e0}
 pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px;max-height:520px}
 details{margin:6px 0}summary{cursor:pointer;color:#333}.fragment{margin:8px 0}
-"""
+""" + BANNER_STYLE
 
 
 def _facts(run: dict) -> str:
@@ -44,8 +47,10 @@ def _facts(run: dict) -> str:
         facts += [f"{s.get('trainable_params') or 0:,} of {s.get('total_params') or 0:,} parameters trained",
                   f"{s.get('train_tokens') or 0:,} tokens in {fmt(s.get('train_time_s') or 0)} s "
                   f"({fmt(s.get('tokens_per_s') or 0)} tokens/s)"]
-        if s.get("best_step") is not None:
-            facts.append(f"final/ holds step {s['best_step']}")
+        keep_best = (cfg.get("eval") or {}).get("keep_best", True)
+        held = s.get("best_step") if keep_best and s.get("best_step") is not None else s.get("steps")
+        if held is not None:
+            facts.append(f"final/ holds step {held}")
     return " &middot; ".join(facts)
 
 
@@ -87,11 +92,13 @@ def render(runs: list[dict]) -> str:
     title = runs[0]["name"] if len(runs) == 1 else f"{len(runs)} runs"
     after_label = latest_scores(runs[0])[1]
     body = [f"<h1>tailorlm report: {escape(title)}</h1>",
+            "".join(collapse_banner(r, len(runs) > 1) for r in runs),
             f'<p class="note">written {time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}; charts: '
             "the base model's value is the dotted line; hover a line for its last value</p>",
             "".join(run_header(r, i) for i, r in enumerate(runs)),
             _section(f"Before and after ({escape(after_label)})" if len(runs) == 1 else "Before and after",
                      _per_run(runs, before_after), "before-after"),
+            _section("Per class", _per_run(runs, class_section), "per-class"),
             _section("Training", _charts(training_charts(runs)), "training"),
             _section("Evaluation scores over steps", _charts(scores), "evaluation"),
             _section("Forgetting (against the base model, on text it wrote at step 0)", _charts(forgetting),

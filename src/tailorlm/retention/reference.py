@@ -56,8 +56,9 @@ def generate_reference(model, tok, n: int, new_tokens: int, seed: int, device: s
             if getattr(tok, "chat_template", None):
                 texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                  add_generation_prompt=True) for p in chunk]
-            else:
-                texts = chunk
+            else:   # a base model: the instruction as its own paragraph, the answer a new one (run on from
+                # the sentence, Gemma-3-270M wrote "<h3><h3>..." and "1111..." at 0.1 nats/token: no prose to lose)
+                texts = [p + "\n\n" for p in chunk]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
             gen = model.generate(**enc, max_new_tokens=new_tokens, do_sample=True, top_p=0.9, temperature=0.8,

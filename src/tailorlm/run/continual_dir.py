@@ -1,7 +1,9 @@
 """A continual plan's folder: its stage runs and its resumable state, named here and written
 atomically (a plan killed mid-write resumes from the previous whole file, never half of one).
 
-    PLAN/data/<stage>/train.jsonl, heldout.jsonl      each stage's rows, written once (continual/stages.py)
+    PLAN/data/<stage>/train.jsonl, val.jsonl, heldout.jsonl
+                                                       each stage's rows: trained on, validated on (the
+                                                       checkpoint choice), scored; written once (continual/stages.py)
     PLAN/order-<k>/01-<stage>/ ...                     one ordinary run per stage (a RunDir)
     PLAN/order-<k>/matrix.json                         R (row 0: the base model), the probe after each stage
     PLAN/references/                                   the joint and single-stage reference runs

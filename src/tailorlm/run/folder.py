@@ -10,8 +10,14 @@ here and nowhere else, read and written through `RunDir`.
     canaries.json    privacy canaries inserted into the training rows
     probes/NAME.json probe results (probes/store.py);  report.html, explain.html  the pages
     checkpoints/     step-N/ and best/;  final/  the tuned model (the method's own save)
+    trackers.json    each tracker's place, state and seconds (train/trackers.py), and what the trackers
+                     of train.report_to write (train/tracker_libs.py): tensorboard/, mlflow.db (and
+                     SQLite's -journal / -wal / -shm beside it), mlruns/, trackio/, wandb/
     .tailorlm-run    the marker: tailorlm made this folder (state `setup`, then `training`)
     .tailorlm-lock   who is writing the folder now (lock.py)
+
+All of them are the run's own (`is_own`): output.overwrite replaces them with the run, a resume with
+nothing to resume starts them again, and nothing else in the folder is ever deleted.
 
 Every whole-file write goes through atomic.write_text (renamed into place: a kill or a full disk
 leaves the previous version, never half of one); the logs are appended by train/log.py.
@@ -31,10 +37,13 @@ CONFIG, METRICS, SAMPLES = "config.yaml", "metrics.jsonl", "samples.jsonl"
 SUMMARY, BASE_EVAL, AUDIT, ENV, CANARIES = "summary.json", "base_eval.json", "audit.json", "env.json", "canaries.json"
 PROBES, CHECKPOINTS, FINAL = "probes", "checkpoints", "final"
 REPORT, EXPLAIN = "report.html", "explain.html"
+TRACKERS = "trackers.json"
+TENSORBOARD, MLFLOW_DB, MLFLOW_ARTIFACTS, TRACKIO, WANDB = "tensorboard", "mlflow.db", "mlruns", "trackio", "wandb"
 MARKER, LOCK = ".tailorlm-run", ".tailorlm-lock"
 # everything tailorlm writes at the top of a run directory (and, hidden, their temporaries)
 OWN = (CONFIG, METRICS, SAMPLES, CHECKPOINTS, FINAL, SUMMARY, BASE_EVAL, AUDIT, ENV, REPORT, EXPLAIN, CANARIES,
-       PROBES, MARKER, LOCK)
+       PROBES, TRACKERS, TENSORBOARD, MLFLOW_DB, MLFLOW_ARTIFACTS, TRACKIO, WANDB, MARKER, LOCK)
+SQLITE_SIDECARS = ("-journal", "-wal", "-shm")   # what SQLite keeps beside mlflow.db while (or if killed while) writing
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -45,7 +54,8 @@ def run_dir_of(path: str | Path) -> Path:
 
 def is_own(name: str) -> bool:
     """A top-level entry tailorlm writes in a run folder (or the debris of an interrupted write of one)."""
-    return name in OWN or any(is_debris_of(name, o) for o in OWN)
+    return (name in OWN or any(is_debris_of(name, o) for o in OWN)
+            or any(name == MLFLOW_DB + side for side in SQLITE_SIDECARS))
 
 
 def state(run: str | Path) -> str | None:
@@ -103,6 +113,12 @@ class RunDir:
     report_file = property(lambda self: self.path / REPORT)
     explain_file = property(lambda self: self.path / EXPLAIN)
     marker_file = property(lambda self: self.path / MARKER)
+    trackers_file = property(lambda self: self.path / TRACKERS)
+    tensorboard = property(lambda self: self.path / TENSORBOARD)
+    mlflow_db = property(lambda self: self.path / MLFLOW_DB)
+    mlflow_artifacts = property(lambda self: self.path / MLFLOW_ARTIFACTS)
+    trackio = property(lambda self: self.path / TRACKIO)
+    wandb = property(lambda self: self.path / WANDB)
 
     def probe_file(self, name: str) -> Path:
         return self.probes / f"{name}.json"
@@ -121,6 +137,23 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return self.final.is_dir() and self.summary_file.is_file()
+
+    def finished(self, steps=None) -> dict | None:
+        """The summary of a run with nothing left to train, from the folder alone (no model loads):
+        final/ and summary.json written, no step logged past the summary's, and `steps` (the train.steps
+        a resume asks for) no more than it reached, or, for a run that stopped early, the steps it was
+        started with. None: a resume has something to do."""
+        summary = self.summary()
+        if not (isinstance(summary, dict) and isinstance(summary.get("steps"), int) and self.final.is_dir()):
+            return None
+        done = summary["steps"]
+        if any(isinstance(r.get("step"), int) and r["step"] > done for r in self.metrics() if "loss" in r):
+            return None   # it trained on after this summary (a resume asking for more steps, killed)
+        stored = (self.config_raw().get("train") or {}).get("steps")
+        wanted = steps if isinstance(steps, int) else stored
+        if isinstance(wanted, int) and wanted > done and not (summary.get("stopped_early") and wanted == stored):
+            return None
+        return summary
 
     def has_checkpoints(self) -> bool:
         """A step checkpoint to resume from (whether it verifies is train/checkpoint.py's question)."""

@@ -26,7 +26,7 @@ import math
 import torch
 import yaml
 
-from ..config import TrainConfig
+from ..methods import METHODS
 from ..eval.metrics import val_loss
 from ..run import RunDir
 from ..seed import rng_state, set_rng_state
@@ -88,7 +88,7 @@ def race(run) -> dict:
     rounds, first = plan(len(grid), tc.steps)
     budget = int(BUDGET * tc.steps)
     if len(grid) == 1 or first == 0:
-        lr = grid[0] if len(grid) == 1 else TrainConfig.model_fields["lr"].default
+        lr = grid[0] if len(grid) == 1 else METHODS[run.cfg.method.name].default_lr   # what lr: null gives
         why = "one candidate" if len(grid) == 1 else (
             f"train.steps {tc.steps} is too few to race {len(grid)} candidates within {BUDGET:.0%} of them "
             f"(it needs {math.ceil(sum(a * 2 ** k for k, a in enumerate(rounds)) / BUDGET)})")

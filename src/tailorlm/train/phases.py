@@ -200,7 +200,9 @@ def _unfinished(run, path: Path, err, kept: str, last) -> FinalNotWritten:
     else:
         why, said = err if isinstance(err, tuple) else (why_full(err), checkpoint.describe(err))
         reason = f": {why} ({said})" if why else f" ({said})"
+    # an error that is not the disk's (a KeyError in a method's save) is ours: space and permissions are no fix
+    fix = ("free space" + ("" if why else " (or fix permissions)")) if isinstance(err, (OSError, tuple)) else \
+        "this is an error in tailorlm, not in the disk (please report it with the lines above); once it is fixed"
     return FinalNotWritten(f"could not write {path}{reason}; nothing half-written was left, {kept}and the last "
-                           f"verified checkpoint ({last.name if last else 'none'}) is intact. Fix: free space"
-                           f"{'' if why else ' (or fix permissions)'}, then finish with: tailorlm train --resume "
-                           f"{run.run_dir}")
+                           f"verified checkpoint ({last.name if last else 'none'}) is intact. Fix: {fix}, then "
+                           f"finish with: tailorlm train --resume {run.run_dir}")

@@ -48,7 +48,8 @@ def plan_check(cfg, world: int, say) -> None:
         return
     if p.fits is not False:
         return
-    fixes = "; or ".join(f"{a['override']} (predicted {human(a['total'])})" for a in p.advice) or \
+    fixes = "; or ".join(f"{a['override']} (needs {human(a['needed'])}: x{p.headroom:g} of its {human(a['total'])} "
+                         "peak)" for a in p.advice) or \
         "none of smaller micro-batches, checkpointing, LoRA or shorter rows fits"
     where = "train.memory_limit" if tc.memory_limit else p.source
     raise ConfigError(f"predicted peak memory {human(p.total)} (x{p.headroom:g} headroom: {human(p.needed)}) exceeds "

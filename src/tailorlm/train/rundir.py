@@ -97,17 +97,18 @@ def _claim(run: Path, overwrite: bool) -> None:
         return
     _refuse_foreign(run)
     st = state(run)
-    foreign = sorted(p.name for p in run.iterdir() if not is_own(p.name))
+    foreign = ", ".join(sorted(p.name for p in run.iterdir() if not is_own(p.name))[:3])
+    if st != "setup" and not overwrite:   # what to do about the run comes first; the user's files are kept anyway
+        also = f", and {foreign}, which tailorlm did not write" if foreign else ""
+        move = f"move {foreign} out and " if foreign else ""
+        raise RunExistsError(f"{run} already holds a run{also}. Fix: tailorlm train --resume {run} to continue it, "
+                             f"a new output.dir, or {move}output.overwrite=true to replace it")
     if foreign:
-        raise RunExistsError(f"{run} holds files tailorlm did not write ({', '.join(foreign[:3])}); nothing was "
-                             "deleted. Fix: move them out, or another output.dir")
-    if st != "setup":
-        if not overwrite:
-            raise RunExistsError(f"{run} already holds a run. Fix: tailorlm train --resume {run} to continue it, "
-                                 "a new output.dir, or output.overwrite=true to replace it")
-        if holds_cwd(run):
-            raise RunExistsError(f"{run} is the current directory (or holds it); tailorlm does not empty it. "
-                                 "Fix: run from another directory, or another output.dir")
+        raise RunExistsError(f"{run} holds files tailorlm did not write ({foreign}); nothing was deleted. "
+                             "Fix: move them out, or another output.dir")
+    if st != "setup" and holds_cwd(run):
+        raise RunExistsError(f"{run} is the current directory (or holds it); tailorlm does not empty it. "
+                             "Fix: run from another directory, or another output.dir")
     _empty(run)
 
 

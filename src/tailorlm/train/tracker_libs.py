@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..run.folder import RunDir
+
 PROJECT = "tailorlm"   # MLflow experiment, trackio project, W&B project; the run is named after its folder
 
 
@@ -45,7 +47,7 @@ class TensorBoard:
 
     @staticmethod
     def location(run_dir: Path):
-        return run_dir / "tensorboard"
+        return RunDir.at(run_dir).tensorboard
 
     def start(self, run_dir: Path, params: dict, run_name: str, step: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter   # needs the tensorboard package
@@ -71,7 +73,7 @@ class MLflow:
 
     @staticmethod
     def location(run_dir: Path) -> str:
-        return f"sqlite:///{run_dir.resolve() / 'mlflow.db'}"
+        return f"sqlite:///{RunDir.at(run_dir.resolve()).mlflow_db}"
 
     def start(self, run_dir: Path, params: dict, run_name: str, step: int = 0) -> None:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")   # read at every call: kept for the process
@@ -82,7 +84,7 @@ class MLflow:
         self.client = client = MlflowClient(tracking_uri=self.location(run_dir))
         exp = client.get_experiment_by_name(PROJECT)
         eid = exp.experiment_id if exp else client.create_experiment(
-            PROJECT, artifact_location=(run_dir.resolve() / "mlruns").as_uri())
+            PROJECT, artifact_location=RunDir.at(run_dir.resolve()).mlflow_artifacts.as_uri())
         earlier = client.search_runs([eid], max_results=1) if step else []   # a resume logs on into it
         self.run_id = earlier[0].info.run_id if earlier else client.create_run(eid, run_name=run_name).info.run_id
         items = [Param(k, str(v)) for k, v in params.items()] if not earlier else []
@@ -109,7 +111,8 @@ class Trackio:
     def location(run_dir: Path):
         """Where trackio writes: its folder once imported, else TRACKIO_DIR, else RUN/trackio."""
         imported = sys.modules.get("trackio.utils")
-        return getattr(imported, "TRACKIO_DIR", None) or os.environ.get("TRACKIO_DIR") or run_dir.resolve() / "trackio"
+        return (getattr(imported, "TRACKIO_DIR", None) or os.environ.get("TRACKIO_DIR")
+                or RunDir.at(run_dir.resolve()).trackio)
 
     def start(self, run_dir: Path, params: dict, run_name: str, step: int = 0) -> None:
         local = {"TRACKIO_DIR": str(self.location(run_dir)),
@@ -136,7 +139,7 @@ class WandB:
 
     @staticmethod
     def location(run_dir: Path):
-        return run_dir / "wandb"
+        return RunDir.at(run_dir).wandb
 
     def start(self, run_dir: Path, params: dict, run_name: str, step: int = 0) -> None:
         with _env(WANDB_MODE="offline", WANDB_SILENT="true"):   # also read by its process-wide analytics,
@@ -145,7 +148,7 @@ class WandB:
     def _start(self, run_dir: Path, params: dict, run_name: str, step: int) -> None:
         import wandb
 
-        earlier = sorted((run_dir / "wandb").glob("offline-run-*")) if step else []   # a resume keeps the id
+        earlier = sorted(RunDir.at(run_dir).wandb.glob("offline-run-*")) if step else []   # a resume keeps the id
         rid = earlier[-1].name.rsplit("-", 1)[-1] if earlier else None
         self.run = wandb.init(
             project=PROJECT, name=run_name, dir=str(run_dir), mode="offline", config=params, id=rid,

@@ -27,6 +27,7 @@ import time
 
 from ..atomic import DiskFull, why_full, write_text
 from ..config import redact
+from ..run.folder import RunDir
 from .callbacks import Callback, is_logged
 from .tracker_libs import MLflow, TensorBoard, Trackio, WandB
 
@@ -144,7 +145,7 @@ class Trackers(Callback):
             run.log({"tracker_error": {"tracker": name, "call": "finish", "error": f"busy after {FINISH_WAIT_S} s"}},
                     f"[tailorlm] warning: tracker {name} still writing after {FINISH_WAIT_S} s; left behind")
         try:
-            write_text(run.run_dir / "trackers.json", json.dumps({n: {
+            write_text(RunDir.at(run.run_dir).trackers_file, json.dumps({n: {
                 "where": str(TRACKERS[n].location(run.run_dir)), "on": w.error is None and n not in busy,
                 "error": None if w.error is None else f"{w.error[0]}: {type(w.error[1]).__name__}: {w.error[1]}"[:500],
                 "seconds": {k: round(v, 3) for k, v in w.seconds.items()}} for n, w in self.workers.items()}, indent=1))
