@@ -31,10 +31,6 @@ def add_arguments(p) -> None:
     p.add_argument("--max-rows", type=int, default=300, help="held-out rows swapped for the flips (default 300)")
 
 
-def _num(x: float, signed: bool = False) -> str:
-    return "n/a" if not math.isfinite(x) else f"{x:+.3f}" if signed else f"{x:.3f}"
-
-
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
@@ -42,15 +38,17 @@ def _short(text: str, width: int) -> str:
 def table(rows: list[dict], what: str) -> str:
     """Per metric a block: its name, then per group n, base, tuned, change and the paired 95% interval
     of the change (* when it excludes 0): about 80 columns, whatever the metrics."""
+    from ..probes.verdict import number
+
     width = min(GROUP_WIDTH, max(len(what), *(len(r["group"]) for r in rows)))
     head = f"  {what:<{width}} {'n':>5} {'base':>7} {'tuned':>7} {'change':>7}  95% CI of the change"
     lines = []
     for metric in dict.fromkeys(r["metric"] for r in rows):
         lines += ["", metric, head]
         for r in (r for r in rows if r["metric"] == metric):
-            ci = f"[{_num(r['lo'], True)}, {_num(r['hi'], True)}]" if math.isfinite(r["lo"]) else ""
-            lines.append(f"  {_short(r['group'], width):<{width}} {r['n']:>5} {_num(r['base']):>7} "
-                         f"{_num(r['tuned']):>7} {_num(r['change'], True):>7}  {ci}{' *' if r['significant'] else ''}")
+            ci = f"[{number(r['lo'], True)}, {number(r['hi'], True)}]" if math.isfinite(r["lo"]) else ""
+            lines.append(f"  {_short(r['group'], width):<{width}} {r['n']:>5} {number(r['base']):>7} "
+                         f"{number(r['tuned']):>7} {number(r['change'], True):>7}  {ci}{' *' if r['significant'] else ''}")
     return "\n".join(lines)
 
 

@@ -39,7 +39,8 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _num(x, signed: bool = False) -> str:
+def number(x, signed: bool = False) -> str:
+    """A probe's figure on a console line: 3 decimals (signed for a change), n/a where not finite."""
     return "n/a" if not _finite(x) else f"{x:+.3f}" if signed else f"{x:.3f}"
 
 
@@ -71,7 +72,7 @@ def finding_line(row: dict, up: int | None, threshold: float = 0.0, threshold_na
     v = verdict(row, up, threshold)
     what = row["metric"] + (f" of {row['group']}" if row.get("group") not in (None, "") else "")
     n = f" (n={row['n']})" if row.get("n") is not None else ""
-    text = (f"{v}: {what}{n}: {_num(row['base'])} -> {_num(row['tuned'])} ({_num(row['change'], True)}); "
+    text = (f"{v}: {what}{n}: {number(row['base'])} -> {number(row['tuned'])} ({number(row['change'], True)}); "
             f"{reason(row, v, up, threshold, threshold_name, min_items)}")
     return v, text
 
@@ -123,7 +124,7 @@ def verdict_html(rows: list[dict], heading: str) -> str:
     cls = VERDICT_CLASS
     body = "".join(
         f'<tr><td class="name">{escape(str(r["metric"]))}</td><td class="name">{escape(str(r.get("group", "")))}</td>'
-        f'<td>{_num(r.get("base"))}</td><td>{_num(r.get("tuned"))}</td><td>{_num(r.get("change"), True)}</td>'
+        f'<td>{number(r.get("base"))}</td><td>{number(r.get("tuned"))}</td><td>{number(r.get("change"), True)}</td>'
         f'<td class="{cls.get(r["verdict"], "")}">{escape(r["verdict"])}</td></tr>' for r in judged)
     return (f"<p>{escape(heading)}</p><table><tr><th>finding</th><th>group</th><th>base</th><th>tuned</th>"
             f"<th>change</th><th>verdict</th></tr>{body}</table>")
