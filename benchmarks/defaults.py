@@ -120,8 +120,12 @@ def run_pair(a, task: str, info: dict, model: str) -> dict:
     resolved = yaml.safe_load((folder / "zero-s0" / "config.yaml").read_text()) \
         if (folder / "zero-s0" / "config.yaml").is_file() else {}
     grid_cfg = {**base_cfg, **({"method": resolved["method"]} if "method" in resolved else {})}
+    zero_lr = float(resolved.get("train", {}).get("lr") or "nan")
     for lr in a.lrs:
         for seed in range(a.seeds):
+            if float(lr) == zero_lr and seed < len(arms["zero"]):   # the zero-config run is this grid point
+                arms.setdefault(f"lr {lr}", []).append(arms["zero"][seed])
+                continue
             one(f"lr {lr}", seed, grid_cfg, [f"train.lr={lr}", f"train.steps={zero['steps']}"], zero["steps"])
     if a.budget is not None:
         for seed in range(a.seeds):

@@ -247,7 +247,7 @@ class RetentionConfig(Strict):
     budget: Optional[float] = F(None, "forgetting budget (ref_nll_change, nats/token): the distillation weight is "
                                 "steered by dual ascent to keep the probe's forgetting under it, starting at "
                                 "`distill`; null = off (a fixed `distill` weight)", gt=0)
-    budget_every: Optional[int] = F(None, "budget: steps between probe measurements besides each evaluation's; "
+    budget_every: Optional[int] = F(10, "budget: steps between probe measurements besides each evaluation's; "
                                     "null = at evaluations only", ge=1)
     budget_rate: float = F(1.0, "budget: weight += rate * (forgetting - budget) / budget at each measurement "
                            "(clipped to [0, budget_max]; at 0 and under budget it stays 0)", gt=0)
