@@ -119,3 +119,15 @@ def test_a_crashed_budget_run_resumes_to_the_same_numbers(tmp_path, runs, tiny_l
     assert s["budget"] == ref["budget"]
     assert [r["distill_weight"] for r in _records(tmp_path / "run")] == [r["distill_weight"] for r in _records(ref_dir)]
     assert_same_run(tmp_path / "run", ref_dir)
+
+
+def test_trains_table_says_the_budget_the_forgetting_reached_and_the_weights_path(runs):
+    from tailorlm.commands.train import summary_table
+
+    (plain_dir, plain), (run, s) = runs["plain"], runs["budget"]
+    b, w = s["budget"], [p[1] for p in s["budget"]["weight"]]
+    line = " ".join(summary_table(s, run).split())          # (its lines wrapped at 100 columns)
+    assert (f"forgetting budget {BUDGET:g} nats/token: reached {b['forgetting']:+.4f} "
+            f"({'within' if b['within'] else 'over'}); distillation weight 0 -> max {max(w):.3g} -> {w[-1]:.3g} "
+            f"over {len(w) - 1} measurements") in line
+    assert "forgetting budget" not in summary_table(plain, plain_dir)

@@ -127,7 +127,7 @@ def summary_table(summary: dict, run_dir) -> str:
     lines = ["  ".join([r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:4], widths[1:])]
                        + ([r[4]] if r[4] else [])) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines += _warnings(summary)
+    lines += _warnings(summary) + _choices(summary)
     loss = (f", loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}"
             if is_number(summary.get("first_loss")) and is_number(summary.get("last_loss")) else "")
     lines.append(f"{summary.get('steps')} steps{loss}; {summary.get('trainable_params') or 0:,} of "
@@ -156,6 +156,25 @@ def _warnings(summary: dict) -> list[str]:
         out.append(f"warning: the tuned model answered {final['collapsed']!r} for every held-out row")
     if summary.get("stopped_early"):
         out.append(f"stopped early: {summary['stopped_early']}")
+    return [w for line in out for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
+
+
+def _choices(summary: dict) -> list[str]:
+    """What the run chose for itself (`auto`) and the forgetting budget's outcome, each in one line."""
+    chosen, data, out = summary.get("chosen") or {}, summary.get("data") or {}, []
+    if chosen.get("lr") is not None:
+        out.append(f"train.lr: auto chose {chosen['lr']:g}")
+    if (sa := data.get("steps_auto")) and sa.get("steps"):
+        out.append(f"train.steps: auto chose {sa['steps']} ({sa.get('epochs')} epochs of {sa.get('examples')} examples)")
+    if data.get("balance") not in (None, "none"):
+        out.append(f"classes balanced by {data['balance']} (data.balance)")
+    b = summary.get("budget") or {}
+    if b.get("budget") is not None:
+        w = [p[1] for p in b.get("weight") or []]
+        reached = _num(b.get("forgetting"), "{:+.4f}")
+        out.append(f"forgetting budget {b['budget']:g} nats/token: reached {reached} "
+                   f"({'within' if b.get('within') else 'over'}); distillation weight "
+                   + (f"{w[0]:g} -> max {max(w):.3g} -> {w[-1]:.3g} over {len(w) - 1} measurements" if w else "not set"))
     return [w for line in out for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
 
 
