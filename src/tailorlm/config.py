@@ -364,7 +364,8 @@ def resolve_with_data(cfg: Config, data) -> None:
     val_loss otherwise; data.prompt_template and data.balance `auto` become what the data made them."""
     if cfg.model.task == "sequence_classification" and cfg.data.labels is None:
         cfg.data.labels = data.labels
-    cfg.data.prompt_template = prompt_template_for(cfg.data.prompt_template, data.fmt)
+    cfg.data.prompt_template = prompt_template_for(cfg.data.prompt_template, data.fmt,
+                                                   head=cfg.model.task == "sequence_classification")
     cfg.data.balance = data.report.get("balance", cfg.data.balance)
     tc = cfg.train
     if tc.epochs is not None:

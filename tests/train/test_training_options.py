@@ -188,6 +188,18 @@ def test_balance_and_prompt_auto_follow_the_data_and_are_pinned_into_the_config(
     assert inst.data.balance == "none" and inst.data.prompt_template == "{text}"
 
 
+def test_prompt_auto_leaves_a_classifier_heads_input_the_bare_text(tiny_bert, tmp_path):
+    """A classifier head's labels are its outputs, not words it reads: `auto` renders the bare text
+    for it (what its config then records), where a language model gets the label-naming prompt."""
+    rows = skewed_rows(40)
+    head = tiny_config(tmp_path / "h", tiny_bert, write_jsonl(tmp_path / "h.jsonl", rows), *RUN,
+                       data={"prompt_template": "auto"}, model={"task": "sequence_classification"})
+    _, tok, data = build(head)
+    assert head.data.prompt_template == "{text}" and data.formatter.wrap("a b c") == "a b c"
+    by_text = [tok(r["text"])["input_ids"] for r in rows]      # (data.max_length may cut one short)
+    assert all(any(ids[:len(e.input_ids)] == list(e.input_ids) for ids in by_text) for e in data.train)
+
+
 # ------------------------------------------------------------------ item 13: epochs instead of steps
 
 def test_epochs_resolve_to_steps_once_the_data_is_known(tiny_llama, tweets_text_file, tmp_path):

@@ -156,7 +156,7 @@ def _tokenize(dcfg, tokenizer, task, fmt, rows, val_rows, test_rows):
         if len(labels) < 2:
             raise DataError(f"{split_label(dcfg, 'train')}: a classifier needs at least two labels, the data "
                             f"has {labels}")
-        fm = Formatter(fmt, tokenizer, dcfg, labels)
+        fm = Formatter(fmt, tokenizer, dcfg, labels, head=True)
         lenient = dcfg.model_copy(update={"on_error": "skip", "too_long": "truncate"})
         return (labels, fm, tokenize_classes(rows, tokenizer, dcfg, labels, fm),
                 tokenize_classes(val_rows, tokenizer, dcfg, labels, fm),

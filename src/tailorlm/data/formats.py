@@ -22,19 +22,20 @@ PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
 LABELS_PROMPT = "Classify the text as one of: {labels}.\n\nText: {text}"
 
 
-def prompt_template_for(template: str, fmt: str) -> str:
-    """data.prompt_template as rendered: `auto` is LABELS_PROMPT for classification data, the bare
-    `{text}` for instruction data; anything else is the user's own template."""
+def prompt_template_for(template: str, fmt: str, head: bool = False) -> str:
+    """data.prompt_template as rendered: `auto` is LABELS_PROMPT for classification data a language model
+    answers in words, the bare `{text}` for instruction data and for a classifier head (HEAD: its labels
+    are its outputs, never words it reads); anything else is the user's own template."""
     if template != "auto":
         return template
-    return LABELS_PROMPT if fmt == "classification" else "{text}"
+    return LABELS_PROMPT if fmt == "classification" and not head else "{text}"
 
 
 class Formatter:
     """Renders rows of one format for one tokenizer. Built once per run; holds no data."""
 
-    def __init__(self, fmt: str, tokenizer, dcfg, labels: list[str] | None = None):
-        self.fmt, self.tok, self.dcfg, self.labels = fmt, tokenizer, dcfg, labels
+    def __init__(self, fmt: str, tokenizer, dcfg, labels: list[str] | None = None, head: bool = False):
+        self.fmt, self.tok, self.dcfg, self.labels, self.head = fmt, tokenizer, dcfg, labels, head
         self.use_chat = dcfg.chat_template == "auto" and bool(getattr(tokenizer, "chat_template", None))
         if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
             raise DataError("data.format is chat but the model's tokenizer has no chat template. Fix: use a "
@@ -55,7 +56,8 @@ class Formatter:
     def wrap(self, content: str) -> str:
         """The user prompt: data.prompt_template around the content."""
         labels = ", ".join(self.labels or []) if self.fmt == "classification" else ""
-        return prompt_template_for(self.dcfg.prompt_template, self.fmt).format(text=content, labels=labels)
+        template = prompt_template_for(self.dcfg.prompt_template, self.fmt, head=self.head)
+        return template.format(text=content, labels=labels)
 
     def prompt_response(self, row: dict) -> tuple[str, str]:
         """(user prompt, response) for instruction and classification rows."""
