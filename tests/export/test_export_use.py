@@ -135,7 +135,8 @@ def assert_same(got, want):
 def test_tailorlm_json_holds_the_rendering_and_rebuilds_the_classifier(kind, mode, exports, cache):
     run, folder = exports[kind, mode]
     use = json.loads((folder / "tailorlm.json").read_text())
-    assert use["prompt_template"] == LABELS_PROMPT and use["system"] == SYSTEM and use["labels"] == LABELS
+    # (a classifier head reads the bare text: auto's label-naming prompt is for a model answering in words)
+    assert use["prompt_template"] == (LABELS_PROMPT if kind == "decoder" else "{text}") and use["system"] == SYSTEM and use["labels"] == LABELS
     assert use["export"] == mode and use["format"] == "classification" and use["max_length"] == 128
     assert use["run"] == str(run.resolve()) and use["method"] == "lora"
     if kind == "decoder":

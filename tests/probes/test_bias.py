@@ -21,6 +21,10 @@ from tailorlm.probes.flips import Swapper, flip_items, load_swaps
 from tailorlm.train import train
 
 from ..conftest import tiny_config, write_jsonl
+
+# the bare text, unweighted: these tiny runs were sized (40 steps) for it, not for the label-naming
+# prompt and class weights that data.prompt_template / data.balance `auto` give
+BARE = {"prompt_template": "{text}", "balance": "none"}
 from ..tiny_models import CLS_RUN, one_thread, tiny_bert  # noqa: F401  (fixtures: one thread per test, a tiny BERT)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +161,7 @@ def evals(run_dir):
 def flip_run(tiny_llama, tmp_path_factory):
     d = tmp_path_factory.mktemp("flips")
     cfg = tiny_config(d / "run", tiny_llama, write_jsonl(d / "train.jsonl", flip_rows(160, 0)), *CLS_RUN,
-                      method={"name": "lora", "r": 8, "alpha": 16},
+                      method={"name": "lora", "r": 8, "alpha": 16}, data=BARE,
                       train={"steps": 40, "batch_size": 8, "threads": 1, "eval_every": 40, "save_every": 40})
     cfg.data.val = str(write_jsonl(d / "val.jsonl", flip_rows(60, 1)))
     cfg.eval.metrics = ["val_loss", "accuracy", "flips"]
@@ -236,7 +240,7 @@ def test_tuning_on_balanced_data_raises_no_bias_warning(tiny_llama, tmp_path):
     probes.write_text(yaml.safe_dump({"gender": [{"pairs": [list(x) for x in zip(FEMALE, MALE)], "templates": [
         f"the {{group}} was {a}." for a in ["rude", "lazy", "late", "angry", "careless", "dishonest"]]}]}))
     cfg = tiny_config(tmp_path / "run", tiny_llama, write_jsonl(tmp_path / "train.jsonl", balanced_rows(160, 0)),
-                      *CLS_RUN, method={"name": "lora", "r": 8, "alpha": 16},
+                      *CLS_RUN, method={"name": "lora", "r": 8, "alpha": 16}, data=BARE,
                       train={"steps": 40, "batch_size": 8, "threads": 1, "eval_every": 40, "save_every": 40})
     cfg.data.val = str(write_jsonl(tmp_path / "val.jsonl", balanced_rows(60, 1)))
     cfg.eval.metrics = ["val_loss", "accuracy", "flips", "bias"]

@@ -12,7 +12,7 @@ from tailorlm.train import train
 
 from ..conftest import real_tweets, tiny_config, write_jsonl
 from ..tiny_models import CLS_RUN, one_thread  # noqa: F401  (fixture: one thread per test)
-from .test_bias import balanced_rows, flip_rows
+from .test_bias import BARE, balanced_rows, flip_rows
 from .test_privacy import CANARY_RUN
 
 ANSI = re.compile(r"\033\[[0-9;]*m")
@@ -21,7 +21,7 @@ VERDICTS = ("worse:", "better:", "no significant change:")
 
 def _run(tiny_llama, d, rows):
     cfg = tiny_config(d / "run", tiny_llama, write_jsonl(d / "train.jsonl", rows(160, 0)), *CLS_RUN,
-                      method={"name": "lora", "r": 8, "alpha": 16},
+                      method={"name": "lora", "r": 8, "alpha": 16}, data=BARE,
                       train={"steps": 40, "batch_size": 8, "threads": 1, "eval_every": 40, "save_every": 40})
     cfg.data.val = str(write_jsonl(d / "val.jsonl", rows(60, 1)))
     cfg.eval.metrics = ["val_loss", "accuracy"]

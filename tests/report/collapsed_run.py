@@ -20,6 +20,11 @@ SKEWED = ("data.format=classification", "data.max_length=96", "data.val_max=16",
           "eval.keep_best=false", "output.overwrite=true")
 
 
+# the bare text, unweighted: the collapse at 32 steps and the honest run at 16 were found with these (the
+# label-naming prompt and class weights of data.prompt_template / data.balance `auto` move both)
+BARE = {"prompt_template": "{text}", "balance": "none"}
+
+
 def skewed_files(root: Path) -> tuple[Path, Path]:
     rows = real_tweets()
     random.Random(0).shuffle(rows)
@@ -34,7 +39,7 @@ def skewed_files(root: Path) -> tuple[Path, Path]:
 def skewed_run(root: Path, model: Path, steps: int) -> Path:
     train_f, test_f = skewed_files(root)
     out = root / f"run{steps}"
-    train(tiny_config(out, model, train_f, *SKEWED, f"train.steps={steps}", data={"test": str(test_f)}), quiet=True)
+    train(tiny_config(out, model, train_f, *SKEWED, f"train.steps={steps}", data={"test": str(test_f), **BARE}), quiet=True)
     return out
 
 

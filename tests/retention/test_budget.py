@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tailorlm.config import load_config
+from tailorlm.config import BUDGET_AUTO, load_config
 from tailorlm.retention.budget import Budget, dual_step
 from tailorlm.train.log import read_metrics
 from tailorlm.train.loop import train
@@ -64,7 +64,7 @@ def runs(tmp_path_factory, tiny_llama, tweets_text_file):
     """The plain run (budget null: a fixed distillation weight of 0) and the budgeted one, uninterrupted."""
     tmp = tmp_path_factory.mktemp("budget")
     out = {}
-    for name, extra in (("plain", ()), ("budget", (f"retention.budget={BUDGET}",))):
+    for name, extra in (("plain", ("retention.budget=null",)), ("budget", (f"retention.budget={BUDGET}",))):
         out[name] = (tmp / name, train(load_config(_config(tmp / name, tiny_llama, tweets_text_file, *extra)),
                                        quiet=True))
     return out
@@ -131,3 +131,19 @@ def test_trains_table_says_the_budget_the_forgetting_reached_and_the_weights_pat
             f"({'within' if b['within'] else 'over'}); distillation weight 0 -> max {max(w):.3g} -> {w[-1]:.3g} "
             f"over {len(w) - 1} measurements") in line
     assert "forgetting budget" not in summary_table(plain, plain_dir)
+
+
+@pytest.mark.parametrize("raw, want", [
+    ({}, BUDGET_AUTO),                                           # the library's default LoRA run: on
+    ({"method": "full"}, None),                                  # no switch back to the base: off (a second copy)
+    ({"retention": {"reference": None}}, None),                  # no probe, nothing to steer by
+    ({"retention": {"distill": 0.5}}, None),                     # the user's own mitigation is kept as set
+    ({"retention": {"replay": 0.5}}, None),
+    ({"model": {"task": "sequence_classification"}}, None),
+    ({"retention": {"budget": 0.3}}, 0.3),                       # a number is the user's
+    ({"method": "full", "retention": {"budget": 0.3}}, 0.3),
+    ({"retention": {"budget": None}}, None),
+])
+def test_budget_auto_is_on_for_a_default_adapter_run_and_off_where_it_cannot_or_should_not_steer(raw, want):
+    cfg = load_config(raw={"model": {"path": "m", **raw.pop("model", {})}, "data": {"train": "t.jsonl"}, **raw})
+    assert cfg.retention.budget == want

@@ -207,7 +207,8 @@ def test_generation_and_fewshot_baselines_are_reported(tiny_llama, tmp_path):
                       retention={"reference": None}), quiet=True)
     base_dir = tmp_path / "pre" / "final"
     s = train(tiny_config(tmp_path / "fs", base_dir, c, *RUN,
-                          data={"format": "classification", "val": str(v), "max_length": 512},
+                          data={"format": "classification", "val": str(v), "max_length": 512,
+                                "prompt_template": "{text}"},   # (the bare text: what turn() below renders)
                           train={"steps": 2, "eval_every": 2}, eval={"fewshot": 2}, retention={"reference": None}),
               quiet=True)
     # the base model's zero- and 2-shot accuracy, recomputed: the shots are random.Random(train.seed)

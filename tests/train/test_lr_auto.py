@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tailorlm.config import load_config
+from tailorlm.methods import METHODS
 from tailorlm.run import RunDir
 from tailorlm.train import lr_race
 from tailorlm.train.log import read_metrics
@@ -86,8 +87,9 @@ def test_steps_auto_comes_from_the_data_size_with_early_stopping_and_is_recorded
 def test_too_few_steps_for_a_race_uses_the_default_lr_and_says_why(tmp_path, tiny_llama, tweets_text_file):
     s = train(tiny_config(tmp_path / "run", tiny_llama, tweets_text_file, "train.lr=auto", "train.steps=4"),
               quiet=True)
-    assert s["chosen"]["lr"] == 2e-4 and "too few" in s["chosen"]["skipped"] and s["chosen"]["cost_steps"] == 0
-    assert RunDir.at(tmp_path / "run").config().train.lr == 2e-4
+    lr = METHODS["lora"].default_lr
+    assert s["chosen"]["lr"] == lr and "too few" in s["chosen"]["skipped"] and s["chosen"]["cost_steps"] == 0
+    assert RunDir.at(tmp_path / "run").config().train.lr == lr
 
 
 @pytest.mark.parametrize("killed", ["race", "training"])
