@@ -14,6 +14,7 @@ report (`truncated` examples, `truncated_tokens` tokens cut).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from .formats import Formatter
 from .read import DataError
@@ -30,6 +31,7 @@ class Example:
     id: int = 0                 # position in the tokenized split: what logs and resume checks name
     cls: int = -1               # classification data: the label's index (data.balance reads it); else -1
     weight: float = 1.0         # loss weight of the example's targets (data.balance: weight)
+    rejected: Optional["Example"] = None   # preference data: the pair's rejected sequence (this one is the chosen)
 
 
 @dataclass
