@@ -127,3 +127,22 @@ def test_objective_and_format_must_agree(tmp_path, tok, tiny_llama):
                                "train": {"objective": objective}, "retention": {"reference": None}})
         with pytest.raises(ConfigError, match=fix):   # data.format: auto: refused once the rows are read
             build(cfg)
+
+
+def test_audit_reads_preference_rows_as_training_does(tmp_path, tiny_llama):
+    """`tailorlm audit` judges pairs with the same validator (an identical pair is a finding, fatal as it
+    stops training) and tokenizes them with the model's chat template, in both row forms."""
+    from tailorlm.audit.core import run_audit
+
+    rows = [{"prompt": f"How was flight {i}?", "chosen": "Great, thanks.", "rejected": "Awful."} for i in range(6)]
+    rows += [{"messages": [{"role": "user", "content": f"Refund for order {i}?"}], "chosen": "Yes.", "rejected": "No."}
+             for i in range(6)]
+    good = write_jsonl(tmp_path / "good.jsonl", rows)
+    report = run_audit(str(good), tokenizer=str(tiny_llama), on_error="stop")
+    assert report.counts()["fatal"] == 0 and report.stats["format"] == "preference"
+    assert report.stats["tokens"]["render_errors"] == 0 and report.stats["tokens"]["untrained_targets"] == 0
+    bad = write_jsonl(tmp_path / "bad.jsonl", rows + [{"prompt": "p", "chosen": "Same.", "rejected": "Same."}])
+    report = run_audit(str(bad), on_error="stop")
+    assert report.exit_code() == 2
+    (found,) = [f for f in report.findings if "identical" in f.message]
+    assert found.examples[0]["file"].endswith("bad.jsonl") and found.examples[0]["line"] == 13
