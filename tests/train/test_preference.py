@@ -217,3 +217,19 @@ def test_resume_gives_the_same_steps_full_fine_tuning(tmp_path, tiny_llama, pair
     for step, (loss, margin) in per_step["ref"].items():
         assert_close(per_step["run"][step][0], loss, rtol=1e-5, atol=1e-6)
         assert_close(per_step["run"][step][1], margin, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_eval_command_scores_a_finished_run_as_training_did(tmp_path, tiny_llama, pair_files, method):
+    """`tailorlm eval RUN` finds the reference itself (full fine-tuning: the starting model loaded again; an
+    adapter: switched off) and repeats the run's final preference scores."""
+    from tailorlm.commands.evaluate import evaluate_target
+
+    cfg = pref_config(tmp_path / "run", tiny_llama, pair_files, "train.objective=dpo", f"method={method}",
+                      "train.steps=4", "train.eval_every=4", "train.save_every=4", "train.lr=1e-3")
+    summary = train(cfg, quiet=True)
+    got = evaluate_target(str(tmp_path / "run"), [])
+    for k in ("pref_accuracy", "reward_margin", "pref_loss", "chosen_logp", "rejected_logp"):
+        assert_close(got["scores"][k], summary["final"][k], rtol=1e-4, atol=1e-5)
+        assert_close(got["base"][k], summary["base"][k], rtol=1e-4, atol=1e-5)
+    assert summary["final"]["reward_margin"] != 0 and got["scored_on"]["pref_accuracy"] == ("val", 8)

@@ -46,7 +46,7 @@ import torch
 
 from ..atomic import append_lines
 from ..errors import ConfigError
-from ..run import RunDir
+from ..run import RunDir, start_model
 from ..methods import METHODS
 from ..objectives import OBJECTIVES, settings
 from ..objectives.logps import Reference
@@ -83,7 +83,8 @@ class EvalContext:
         rows = {"val_loss": ("val", len(self.data.val[: e.max_examples])),
                 "accuracy": (split, len(self.held_out(e.max_examples))),
                 "fewshot": (split, len(self.held_out(e.max_examples))),
-                "generation": (split, len(self.held_out(e.generate or 0)))}
+                "generation": (split, len(self.held_out(e.generate or 0))),
+                "preference": ("val", len(self.data.val[: e.max_examples]))}
         return rows.get(evaluator)
 
 
@@ -142,17 +143,19 @@ def preference_scores(model, ctx: EvalContext) -> dict:
     """Held-out preference pairs (validation) under the run's objective (train.objective dpo / simpo):
     the share of pairs whose implicit reward prefers the chosen answer, the mean reward margin, the
     objective's loss, and the answers' mean summed log-probabilities (objectives/loss.py). The base
-    model at step 0 is its own reference (every DPO reward 0); outside a run, an adapter's reference
-    is the model with the adapter off, and full fine-tuning's (a copy of the base) is not at hand, so
-    only the log-probabilities are scored."""
+    model at step 0 is its own reference (every DPO reward 0); in a run, the reference is the run's
+    (ctx.reference); outside one (`tailorlm eval`), an adapter's is the model with the adapter off,
+    full fine-tuning's the starting model loaded again (once, kept in ctx.reference)."""
     c = ctx.cfg
     pairs = ctx.data.val[: c.eval.max_examples]
     if ctx.data.fmt != "preference" or c.train.objective not in OBJECTIVES or not pairs:
         return {}
-    reference = None if ctx.base else ctx.reference
-    if reference is None and not ctx.base and OBJECTIVES[c.train.objective].reference:
-        reference = Reference(model, METHODS[c.method.name], copy_base=False)
-    return score_pairs(model, pairs, c.train.objective, settings(c.train), reference,
+    method = METHODS[c.method.name]
+    if not ctx.base and ctx.reference is None and OBJECTIVES[c.train.objective].reference:
+        base = start_model(c, tokenizer=ctx.data.formatter.tok)[0].to(ctx.device) if method.disabled(model) is None \
+            else None
+        ctx.reference = Reference(model, method, base=base)
+    return score_pairs(model, pairs, c.train.objective, settings(c.train), None if ctx.base else ctx.reference,
                        pad_id=ctx.data.formatter.tok.pad_token_id, device=ctx.device, precision=c.train.precision,
                        batch_size=c.eval.batch_size)
 

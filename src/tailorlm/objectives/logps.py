@@ -31,18 +31,15 @@ def pair_logps(model, batch: Batch) -> PairLogps:
 class Reference:
     """The reference policy DPO measures its rewards against: the model the run starts from. With an
     adapter method, the tuned model itself inside the method's `disabled(model)` (adapters off: the
-    base's function, no second copy); where the method has no such switch (full fine-tuning), a frozen
-    copy made when the reference is built, before the first update (`copy=False`: none is made, and
-    such a reference has nothing to score with: `available` is False). Scored under torch.no_grad,
-    in eval mode (no dropout: the same reference numbers every time)."""
+    base's function, no second copy); where the method has no such switch (full fine-tuning), `base`
+    (the starting model, loaded again: a finished run scored by `tailorlm eval`), else a frozen copy
+    of `model` made now, before its first update. Scored under torch.no_grad, in eval mode (no
+    dropout: the same reference numbers every time)."""
 
-    def __init__(self, model, method, copy_base: bool = True):
+    def __init__(self, model, method, base=None):
         self.method, self.frozen = method, None
-        self.available = True
         if method.disabled(model) is None:
-            self.available = copy_base
-            if copy_base:
-                self.frozen = copy.deepcopy(model).requires_grad_(False).eval()
+            self.frozen = (base if base is not None else copy.deepcopy(model)).requires_grad_(False).eval()
 
     @torch.no_grad()
     def logps(self, model, batch: Batch) -> PairLogps:

@@ -63,18 +63,13 @@ class PreferenceLoss:
 def score_pairs(model, examples: list, name: str, s: Settings, reference: Reference | None, *, pad_id: int,
                 device: str, precision: str, batch_size: int) -> dict:
     """The Tally's means over held-out pairs. `reference` None: the model is its own reference (the
-    base model at step 0, where every DPO reward is 0); a reference that is not `available` (full
-    fine-tuning scored outside its run) leaves the rewards out, the log-probabilities alone scored."""
+    base model at step 0, where every DPO reward is 0)."""
     tally, needs = Tally(), OBJECTIVES[name].reference
-    usable = reference is None or reference.available
     with eval_mode(model):
         for i in range(0, len(examples), batch_size):
             batch = collate_pairs(examples[i:i + batch_size], pad_id).to(device)
             with autocast(device, precision):
                 policy = pair_logps(model, batch)
-                ref = reference.logps(model, batch) if needs and reference is not None and usable else policy
-            tally.add(policy, pair_loss(name, s, policy, ref if needs else None))
-    means = tally.means()
-    if needs and not usable:
-        means = {k: means[k] for k in ("chosen_logp", "rejected_logp")}
-    return means
+                ref = (policy if reference is None else reference.logps(model, batch)) if needs else None
+            tally.add(policy, pair_loss(name, s, policy, ref))
+    return tally.means()
