@@ -233,3 +233,13 @@ def test_eval_command_scores_a_finished_run_as_training_did(tmp_path, tiny_llama
         assert_close(got["scores"][k], summary["final"][k], rtol=1e-4, atol=1e-5)
         assert_close(got["base"][k], summary["base"][k], rtol=1e-4, atol=1e-5)
     assert summary["final"]["reward_margin"] != 0 and got["scored_on"]["pref_accuracy"] == ("val", 8)
+
+
+def test_lr_auto_races_on_the_preference_loss(tmp_path, tiny_llama, pair_files):
+    cfg = pref_config(tmp_path / "run", tiny_llama, pair_files, "train.objective=dpo", "train.lr=auto",
+                      "train.steps=60", "train.eval_every=60", "train.save_every=60")
+    summary = train(cfg, quiet=True)
+    chosen = summary["chosen"]
+    assert chosen["score"] == "pref_loss" and chosen["race"]
+    assert_close(chosen["base_score"], 0.6931, rtol=0, atol=1e-3)   # log 2: the start is its own reference
+    assert cfg.train.lr in cfg.train.lr_grid and summary["final"]["pref_accuracy"] > 0.95
