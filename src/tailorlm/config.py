@@ -401,6 +401,9 @@ def check_objective(cfg: Config, fmt: str) -> None:
                          "causal_lm")
     if cfg.train.parallel != "none":
         raise ValueError(f"train.objective {obj} runs on one process for now. Fix: train.parallel: none")
+    if cfg.privacy.canaries.count:
+        raise ValueError(f"privacy.canaries are inserted as text rows, and train.objective {obj} trains on pairs "
+                         "only. Fix: privacy.canaries.count: 0")
     if obj == "dpo" and cfg.train.preference.gamma is not None:
         raise ValueError("train.preference.gamma is SimPO's target margin; dpo has none. Fix: leave it unset, or "
                          "train.objective: simpo")

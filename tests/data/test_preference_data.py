@@ -122,6 +122,12 @@ def test_objective_and_format_must_agree(tmp_path, tok, tiny_llama):
     with pytest.raises(ConfigError, match="Fix: rows with prompt"):
         load_config(raw={"model": str(tiny_llama), "data": {"train": str(inst), "format": "instruction"},
                          "train": {"objective": "dpo"}})
+    for over, fix in (({"parallel": "ddp"}, "train.parallel: none"), ({"preference": {"gamma": 1.0}}, "dpo has none")):
+        with pytest.raises(ConfigError, match=fix):
+            load_config(raw={"model": str(tiny_llama), "data": {"train": str(pref)}, "train": {"objective": "dpo", **over}})
+    with pytest.raises(ConfigError, match="privacy.canaries.count: 0"):
+        load_config(raw={"model": str(tiny_llama), "data": {"train": str(pref)}, "train": {"objective": "dpo"},
+                         "privacy": {"canaries": {"count": 2}}})
     for path, objective, fix in ((pref, "sft", "train.objective: dpo"), (inst, "simpo", "data.format: preference")):
         cfg = load_config(raw={"model": str(tiny_llama), "data": {"train": str(path), "audit": False},
                                "train": {"objective": objective}, "retention": {"reference": None}})

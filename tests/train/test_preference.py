@@ -16,8 +16,7 @@ from tailorlm.data.tokenize import IGNORE
 from tailorlm.methods import METHODS
 from tailorlm.models.load import load_model
 from tailorlm.objectives import Settings
-from tailorlm.objectives.logps import Reference, pair_logps
-from tailorlm.objectives.loss import PreferenceLoss
+from tailorlm.objectives.loss import PreferenceLoss, Reference, pair_logps
 from tailorlm.train import train
 from tailorlm.train.log import read_metrics
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .formats import Formatter
 from .read import DataError
-from .tokenize import IGNORE, Example, TokenizeReport, _fits, _join, bos_prefix
+from .tokenize import IGNORE, Example, TokenizeReport, bos_prefix, fits_budget, join_segments
 
 SEGMENTS = [("", False), ("", True)]   # the prompt untrained, the answer trained (only the flags are read)
 
@@ -59,8 +59,8 @@ def tokenize_pairs(rows: list[dict], tokenizer, dcfg, formatter: Formatter) -> t
     for k, (row, _) in enumerate(rendered):
         prompt, chosen, rejected = ids[3 * k: 3 * k + 3]
         where = (row.get("_file", "?"), row.get("_line", 0))
-        sides = [_join([prompt, answer], SEGMENTS, bos) for answer in (chosen, rejected)]
-        if not _fits(max(len(s[0]) for s in sides), where, dcfg, rep, "the pair's longer sequence"):
+        sides = [join_segments([prompt, answer], SEGMENTS, bos) for answer in (chosen, rejected)]
+        if not fits_budget(max(len(s[0]) for s in sides), where, dcfg, rep, "the pair's longer sequence"):
             continue
         sides = [_cut(s, dcfg.max_length, rep) for s in sides]
         if any(sum(x != IGNORE for x in labels[1:]) == 0 for _, labels in sides):

@@ -49,8 +49,7 @@ from ..errors import ConfigError
 from ..run import RunDir, start_model
 from ..methods import METHODS
 from ..objectives import OBJECTIVES, settings
-from ..objectives.logps import Reference
-from ..objectives.loss import score_pairs
+from ..objectives.loss import Reference, score_pairs
 from .generate import generation_eval
 from .metrics import val_loss
 from .specs import METRICS, MetricSpec, find, is_number, register_metrics
@@ -69,7 +68,7 @@ class EvalContext:
     run_dir: Optional[Path] = None   # a run's directory (rank 0 only): evaluators may write files there
     step: int = 0                 # the step being scored (set by the loop after each step)
     samples: list = field(default_factory=list)   # the latest generations: {step, prompt, reference, generated}
-    reference: Optional[Any] = None   # a run's preference reference model (objectives/logps.py), set once the method is on
+    reference: Optional[Any] = None   # a run's preference reference model (objectives/loss.py), set once the method is on
 
     def held_out(self, n: int) -> list[dict]:
         """The first n held-out rows: the test split when there is one, else validation."""

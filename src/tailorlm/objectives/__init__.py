@@ -6,7 +6,7 @@ loss per preference pair.
     simpo   Simple Preference Optimization (Meng et al. 2024)         objectives/simpo.py
 
 A preference batch (data.batching.collate_pairs) holds each pair's chosen sequence and rejected
-sequence; `pair_logps` (objectives/logps.py) turns it into PairLogps, the summed log-probability of
+sequence; `pair_logps` (objectives/loss.py) turns it into PairLogps: the summed log-probability of
 each answer (prompt tokens carry no label) and its token count; an objective turns the policy's
 PairLogps (and the reference's, where `reference` is True) into a PairLoss: the loss of each pair and
 the implicit rewards its accuracy and margin are read from. The run's loss (objectives/loss.py) and

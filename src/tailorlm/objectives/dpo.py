@@ -19,7 +19,7 @@ def dpo(policy, reference, s):
 
     The reference ref is the model the run starts from: for an adapter method, the same model with its
     adapter switched off (the method's `disabled(model)`, under torch.no_grad: no second copy); for full
-    fine-tuning, whose `disabled` is None, a frozen copy of the starting model (objectives/logps.py:
+    fine-tuning, whose `disabled` is None, a frozen copy of the starting model (objectives/loss.py:
     Reference). A reference precomputed once over the data (no reference forward per step) is not
     offered yet."""
     from . import PairLoss

@@ -26,8 +26,7 @@ from ..eval.metrics import format_scores
 from ..forward import batcher
 from ..methods import METHODS, count, trainable
 from .. import objectives
-from ..objectives.logps import Reference
-from ..objectives.loss import PreferenceLoss
+from ..objectives.loss import PreferenceLoss, Reference
 from ..probes import evaluators as _probe_evaluators  # noqa: F401  (registers the probes' evaluators)
 from ..probes.canaries import insert_canaries
 from ..progress import phase
@@ -148,8 +147,7 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
         order=Order(len(data.train), at.rank_batch, tc.seed, groups=data.groups),
         make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
                            row_tokens=cfg.data.max_length, pairs=tc.objective in objectives.OBJECTIVES),
-        loss_fn=(PreferenceLoss(tc.objective, objectives.settings(tc), ctx.reference)
-                 if tc.objective in objectives.OBJECTIVES else loss_function(cfg.model.task, tc.loss_chunk, model, say)),
+        loss_fn=_loss_fn(cfg, model, ctx.reference, say),
         guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
                     cfg.retention.patience),
         eval_ctx=ctx, callbacks=Callbacks(retention_callbacks(retention) + at.cbs.items),
@@ -161,9 +159,17 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
     return run
 
 
+def _loss_fn(cfg: Config, model, reference: Reference | None, say):
+    """The run's task loss: a preference objective's (train.objective dpo / simpo), else the token loss."""
+    tc = cfg.train
+    if tc.objective in objectives.OBJECTIVES:
+        return PreferenceLoss(tc.objective, objectives.settings(tc), reference)
+    return loss_function(cfg.model.task, tc.loss_chunk, model, say)
+
+
 def _reference(cfg: Config, model, method) -> Reference | None:
     """The reference model of an objective that needs one (dpo): the method's adapters switched off, or
-    for full fine-tuning a frozen copy of the starting model (objectives/logps.py)."""
+    for full fine-tuning a frozen copy of the starting model (objectives/loss.py)."""
     objective = objectives.OBJECTIVES.get(cfg.train.objective)
     return Reference(model, method) if objective is not None and objective.reference else None
 

@@ -1,6 +1,7 @@
 """One optimizer step: micro-batches, the task loss normalised by the whole global batch's target
-tokens (under a preference objective, its pairs: train.objective), the callbacks' loss terms (retention's mitigations, continual's penalties), clipping, the
-update (skipped when non-finite), the record."""
+tokens (under a preference objective, train.objective, by its pairs), the callbacks' loss terms
+(retention's mitigations, continual's penalties), clipping, the update (skipped when non-finite),
+the record."""
 from __future__ import annotations
 
 import math
