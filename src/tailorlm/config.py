@@ -394,6 +394,9 @@ def check_objective(cfg: Config, fmt: str) -> None:
     if obj == "sft" and fmt == "preference":
         raise ValueError("the data is preference pairs (chosen and rejected answers), which train.objective sft "
                          "cannot learn from. Fix: train.objective: dpo (or simpo)")
+    if obj == "sft" and cfg.eval.metric in ("pref_loss", "pref_accuracy"):
+        raise ValueError(f"eval.metric {cfg.eval.metric} scores preference pairs under train.objective dpo or simpo; "
+                         "this run's objective is sft. Fix: eval.metric: auto, or train.objective: dpo (or simpo)")
     if obj == "sft":
         return
     if cfg.model.task != "causal_lm":

@@ -125,6 +125,8 @@ def test_objective_and_format_must_agree(tmp_path, tok, tiny_llama):
     for over, fix in (({"parallel": "ddp"}, "train.parallel: none"), ({"preference": {"gamma": 1.0}}, "dpo has none")):
         with pytest.raises(ConfigError, match=fix):
             load_config(raw={"model": str(tiny_llama), "data": {"train": str(pref)}, "train": {"objective": "dpo", **over}})
+    with pytest.raises(ConfigError, match="eval.metric pref_accuracy scores preference pairs"):
+        load_config(raw={"model": str(tiny_llama), "data": {"train": str(inst)}, "eval": {"metric": "pref_accuracy"}})
     with pytest.raises(ConfigError, match="privacy.canaries.count: 0"):
         load_config(raw={"model": str(tiny_llama), "data": {"train": str(pref)}, "train": {"objective": "dpo"},
                          "privacy": {"canaries": {"count": 2}}})
