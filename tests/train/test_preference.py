@@ -242,3 +242,18 @@ def test_lr_auto_races_on_the_preference_loss(tmp_path, tiny_llama, pair_files):
     assert chosen["score"] == "pref_loss" and chosen["race"]
     assert_close(chosen["base_score"], 0.6931, rtol=0, atol=1e-3)   # log 2: the start is its own reference
     assert cfg.train.lr in cfg.train.lr_grid and summary["final"]["pref_accuracy"] > 0.95
+
+
+def test_plan_counts_both_sides_of_a_pair_and_the_reference_copy(tmp_path, tiny_llama, pair_files):
+    """`tailorlm plan`: a pair is two rows, its answers' logits unchunked, and DPO with full fine-tuning holds
+    a frozen copy of the model (an adapter's reference is the same model, adapter off: nothing more)."""
+    from tailorlm.plan import plan
+
+    def planned(*over):
+        return plan(pref_config(tmp_path / "run", tiny_llama, pair_files, "train.batch_size=4", *over), "64GiB")
+
+    sft, dpo = planned("method=full", "train.loss_chunk=null"), planned("method=full", "train.objective=dpo")
+    assert dpo.parts["reference"] == dpo.total_params * 4 and sft.parts["reference"] == 0
+    assert 1.9 * sft.parts["logits"] < dpo.parts["logits"] < 2.1 * sft.parts["logits"]   # twice the rows
+    assert planned("train.objective=dpo").parts["reference"] == 0   # lora: the reference is the model, adapter off
+    assert dpo.total > sft.total
