@@ -117,7 +117,7 @@ def test_objective_and_format_must_agree(tmp_path, tok, tiny_llama):
 
     pref = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(4)])
     inst = write_jsonl(tmp_path / "i.jsonl", [{"prompt": f"q{i}", "response": "good"} for i in range(4)])
-    with pytest.raises(ConfigError, match="train.objective sft cannot learn from it|Fix: train.objective: dpo"):
+    with pytest.raises(ConfigError, match="which train.objective sft cannot learn from. Fix: train.objective: dpo"):
         load_config(raw={"model": str(tiny_llama), "data": {"train": str(pref), "format": "preference"}})
     with pytest.raises(ConfigError, match="Fix: rows with prompt"):
         load_config(raw={"model": str(tiny_llama), "data": {"train": str(inst), "format": "instruction"},
