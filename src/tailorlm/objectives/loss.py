@@ -71,11 +71,11 @@ class Tally:
         margin = out.chosen_reward - out.rejected_reward
         for key, v in (("chosen_logp", policy.chosen), ("rejected_logp", policy.rejected), ("reward_margin", margin),
                        ("pref_accuracy", (margin > 0).float()), ("pref_loss", out.losses)):
-            self.sums[key] += float(v.detach().sum())
+            self.sums[key] = self.sums[key] + v.detach().sum()   # (on the device: read once, in means)
         self.n += len(out.losses)
 
     def means(self) -> dict:
-        return {k: v / self.n for k, v in self.sums.items()} if self.n else {}
+        return {k: float(v) / self.n for k, v in self.sums.items()} if self.n else {}
 
 
 class PreferenceLoss:
