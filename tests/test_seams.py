@@ -32,7 +32,7 @@ LAYERS = [
     {"methods"},
     {"config"},
     {"audit"},
-    {"forward", "device", "seed", "build", "plan"},
+    {"forward", "device", "seed", "build", "plan", "objectives"},   # objectives: dpo, simpo (a batch -> a loss)
     {"run"},      # the run folder (RunDir, its lock) and a finished run opened: what scores or continues one
     {"eval"},
     {"probes"},   # the probes register their evaluators into eval's registry (probes/evaluators.py)

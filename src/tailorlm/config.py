@@ -59,8 +59,8 @@ class DataConfig(Strict):
     val: Optional[str] = F(None, "validation file; absent: carved out of train (seeded, `val_fraction`, at most "
                            "`val_max` rows)")
     test: Optional[str] = F(None, "test file: task metrics score it instead of validation")
-    format: Literal["auto", "text", "instruction", "chat", "classification"] = F(
-        "auto", "`auto` detects it from the first row's fields")
+    format: Literal["auto", "text", "instruction", "chat", "classification", "preference"] = F(
+        "auto", "`auto` detects it from the first row's fields (`chosen` and `rejected`: preference)")
     max_length: int = F(512, "per-example token budget", ge=8)
     too_long: Literal["truncate", "drop", "stop"] = F(
         "truncate", "past max_length: `truncate` cuts the end of the user text (never the template, response "
@@ -99,6 +99,16 @@ def _number_or_auto(v: Any, cast, kind: str) -> Any:
         except ValueError:
             raise ValueError(f"Input should be a valid {kind}, or auto (got {v!r})") from None
     return v
+
+
+class PreferenceConfig(Strict):
+    beta: Optional[float] = F(None, "dpo: the strength of the pull to the reference (the implicit reward is beta x the "
+                              "log-ratio); simpo: the scale of the length-normalised reward; null: the objective's own "
+                              "(dpo 0.1, simpo 2.0), written into the run's config.yaml", gt=0)
+    label_smoothing: float = F(0.0, "the share of pairs taken to be mislabelled (conservative / robust DPO): the loss "
+                               "mixes in the flipped pair's at this weight", ge=0, lt=0.5)
+    gamma: Optional[float] = F(None, "simpo: the target reward margin; null: beta / 2 (the paper's gamma/beta = 0.5), "
+                               "written into the run's config.yaml", ge=0)
 
 
 class TrainConfig(Strict):
@@ -146,6 +156,10 @@ class TrainConfig(Strict):
     frozen_cast: bool = F(
         True, "under bf16 autocast, cast frozen linear weights to bf16 once (a copy kept for the training step) "
         "instead of in every forward; identical results, faster steps")
+    objective: Literal["sft", "dpo", "simpo"] = F(
+        "sft", "`sft`: the answers' (or text's) token loss; `dpo` (Rafailov et al. 2023) / `simpo` (Meng et al. "
+        "2024): preference tuning on `preference` data (chosen and rejected answers); see \"Preference tuning\"")
+    preference: PreferenceConfig = F(default_factory=PreferenceConfig, doc="`dpo` / `simpo` settings")
     log_every: int = F(10, "steps between metrics.jsonl records", ge=1)
     eval_every: int = F(50, "steps between evaluations", ge=1)
     save_every: int = F(50, "steps between checkpoints", ge=1)
@@ -207,7 +221,8 @@ class TrainConfig(Strict):
         return v
 
 
-DEFAULT_METRICS = ["val_loss", "accuracy", "generation", "fewshot", "retention", "canaries"]   # canaries: only when configured
+DEFAULT_METRICS = ["val_loss", "accuracy", "generation", "fewshot", "preference", "retention",
+                   "canaries"]   # canaries: only when configured; preference: on preference data
 
 
 class EvalConfig(Strict):
@@ -217,8 +232,9 @@ class EvalConfig(Strict):
     max_examples: int = F(300, "held-out rows scored for task metrics", ge=1)
     batch_size: int = F(16, "examples per evaluation forward", ge=1)
     before: bool = F(True, "score the base model at step 0")
-    metric: Literal["auto", "val_loss", "accuracy", "macro_f1"] = F(
-        "auto", "picks the best checkpoint: `auto` = macro_f1 for classification data, else val_loss")
+    metric: Literal["auto", "val_loss", "accuracy", "macro_f1", "pref_loss", "pref_accuracy"] = F(
+        "auto", "picks the best checkpoint: `auto` = pref_loss for `train.objective` dpo / simpo, macro_f1 for "
+        "classification data, else val_loss")
     patience: Optional[int] = F(None, "early stopping after this many evaluations without gain", ge=1)
     min_delta: float = F(0.0, "the least change that counts as a gain", ge=0)
     keep_best: bool = F(True, "`final/` holds the best evaluation's weights, not the last step's")
@@ -343,12 +359,15 @@ class Config(Strict):
             self.train.warmup = self.train.steps // 10
         metric, auto = self.eval.metric, self.eval.metric == "auto"
         if auto:   # what auto will choose: macro_f1 where the data is known to be classification
-            metric = "macro_f1" if self.data.format == "classification" else "val_loss"
-        needs = {"val_loss": "val_loss", "accuracy": "accuracy", "macro_f1": "accuracy"}[metric]
+            metric = ("pref_loss" if self.train.objective != "sft" else
+                      "macro_f1" if self.data.format == "classification" else "val_loss")
+        needs = {"val_loss": "val_loss", "accuracy": "accuracy", "macro_f1": "accuracy", "pref_loss": "preference",
+                 "pref_accuracy": "preference"}[metric]
         if needs not in self.eval.metrics:
             raise ValueError(f"eval.metric {metric} is scored by the {needs} evaluator, which eval.metrics "
                              f"leaves out{' (eval.metric: auto chose it)' if auto else ''}. Fix: add {needs} to "
                              "eval.metrics, or choose another eval.metric")
+        check_objective(self, self.data.format)
         r = self.retention
         if r.budget == "auto":
             r.budget = BUDGET_AUTO if budget_applies(self) else None
@@ -368,11 +387,50 @@ class Config(Strict):
 def budget_applies(cfg: Config) -> bool:
     """Where `retention.budget: auto` turns the forgetting budget on: the probe measures (a reference),
     on one process, for a method with a switch back to its base (an adapter: no second copy of the
-    model), a language model's task, and no mitigation the user set by hand (theirs is kept as set)."""
+    model), a language model's task trained on its answers (`sft`: a preference objective is held to its
+    reference by its own beta), and no mitigation the user set by hand (theirs is kept as set)."""
     r = cfg.retention
     return (bool(r.reference) and cfg.train.parallel == "none" and cfg.model.task == "causal_lm"
+            and cfg.train.objective == "sft"
             and not METHODS[cfg.method.name].trains_base_weights
             and not any((r.replay, r.l2sp, r.ewc, r.distill)))
+
+
+def auto_metric(cfg: Config, fmt: str) -> str:
+    """What eval.metric: auto selects by: the held-out preference loss for a preference objective,
+    macro_f1 for classification data (scored by the accuracy evaluator), else val_loss."""
+    if cfg.train.objective != "sft":
+        return "pref_loss"
+    return "macro_f1" if fmt == "classification" and "accuracy" in cfg.eval.metrics else "val_loss"
+
+
+def check_objective(cfg: Config, fmt: str) -> None:
+    """train.objective and the data format agree (`fmt` auto: not known yet), and a preference objective
+    runs where it can: one process, a causal LM."""
+    obj = cfg.train.objective
+    if obj != "sft" and fmt not in ("auto", "preference"):
+        raise ValueError(f"train.objective {obj} learns from preference pairs, and the data is {fmt}. Fix: "
+                         "rows with prompt (or messages), chosen and rejected fields (data.format: preference), or "
+                         "train.objective: sft")
+    if obj == "sft" and fmt == "preference":
+        raise ValueError("the data is preference pairs (chosen and rejected answers), which train.objective sft "
+                         "cannot learn from. Fix: train.objective: dpo (or simpo)")
+    if obj == "sft" and cfg.eval.metric in ("pref_loss", "pref_accuracy"):
+        raise ValueError(f"eval.metric {cfg.eval.metric} scores preference pairs under train.objective dpo or simpo; "
+                         "this run's objective is sft. Fix: eval.metric: auto, or train.objective: dpo (or simpo)")
+    if obj == "sft":
+        return
+    if cfg.model.task != "causal_lm":
+        raise ValueError(f"train.objective {obj} scores answers with a language model's head. Fix: model.task: "
+                         "causal_lm")
+    if cfg.train.parallel != "none":
+        raise ValueError(f"train.objective {obj} runs on one process for now. Fix: train.parallel: none")
+    if cfg.privacy.canaries.count:
+        raise ValueError(f"privacy.canaries are inserted as text rows, and train.objective {obj} trains on pairs "
+                         "only. Fix: privacy.canaries.count: 0")
+    if obj == "dpo" and cfg.train.preference.gamma is not None:
+        raise ValueError("train.preference.gamma is SimPO's target margin; dpo has none. Fix: leave it unset, or "
+                         "train.objective: simpo")
 
 
 def resolve_with_data(cfg: Config, data) -> None:
@@ -395,9 +453,12 @@ def resolve_with_data(cfg: Config, data) -> None:
             tc.warmup = steps // 10
     if tc.steps == "auto":
         _auto_steps(cfg, data)
+    try:   # (data.format: auto: the format the rows turned out to have)
+        check_objective(cfg, data.fmt)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.eval.metric == "auto":
-        classify = data.fmt == "classification" and "accuracy" in cfg.eval.metrics
-        cfg.eval.metric = "macro_f1" if classify else "val_loss"
+        cfg.eval.metric = auto_metric(cfg, data.fmt)
 
 
 STEPS_AUTO = (3, 100, 3000)   # train.steps: auto: epochs, fewest steps, most steps

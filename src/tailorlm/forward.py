@@ -18,7 +18,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .data.batching import Batch, collate, collate_classes
+from .data.batching import Batch, collate, collate_classes, collate_pairs
 from .data.tokenize import IGNORE
 from .methods.base import sequence_layout
 from .models.arch import is_encoder
@@ -60,9 +60,12 @@ def class_loss_sum(model, batch: Batch) -> tuple[torch.Tensor, int]:
 LOSSES = {"causal_lm": lm_loss_sum, "sequence_classification": class_loss_sum}
 
 
-def batcher(model, *, task: str, pad_id: int, packing: bool, row_tokens: int):
+def batcher(model, *, task: str, pad_id: int, packing: bool, row_tokens: int, pairs: bool = False):
     """examples -> Batch, as this task and this model need them: packed as configured, unless the
-    method puts virtual tokens in front of each row; one padded row per example for a classifier."""
+    method puts virtual tokens in front of each row; one padded row per example for a classifier;
+    with `pairs` (preference data under a preference objective), both sequences of each pair, padded."""
+    if pairs:
+        return partial(collate_pairs, pad_id=pad_id)
     if task == "sequence_classification":
         return partial(collate_classes, pad_id=pad_id, left=not is_encoder(model))
     return partial(collate, pad_id=pad_id, packing=packing and sequence_layout(model).packing, row_tokens=row_tokens)

@@ -140,6 +140,7 @@ def test_trains_table_says_the_budget_the_forgetting_reached_and_the_weights_pat
     ({"retention": {"distill": 0.5}}, None),                     # the user's own mitigation is kept as set
     ({"retention": {"replay": 0.5}}, None),
     ({"model": {"task": "sequence_classification"}}, None),
+    ({"train": {"objective": "dpo"}}, None),                     # held to its reference by its own beta
     ({"retention": {"budget": 0.3}}, 0.3),                       # a number is the user's
     ({"method": "full", "retention": {"budget": 0.3}}, 0.3),
     ({"retention": {"budget": None}}, None),

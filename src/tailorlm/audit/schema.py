@@ -42,6 +42,9 @@ class RowSchema:
             return [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
         if self.fmt == "text":
             return []
+        if self.fmt == "preference" and isinstance(self.get(row, "messages"), list):   # the chosen answer after it
+            msgs = [m for m in self.get(row, "messages") if isinstance(m, dict)]
+            return msgs + [{"role": "assistant", "content": self.target(row)}]
         return [{"role": "user", "content": self.prompt(row)},
                 {"role": "assistant", "content": self.target(row)}]
 
@@ -50,7 +53,7 @@ class RowSchema:
             return ""
         if self.fmt == "classification":
             return _s(self.get(row, "text"))
-        if self.fmt == "chat":
+        if self.fmt == "chat" or (self.fmt == "preference" and isinstance(self.get(row, "messages"), list)):
             msgs = self.messages(row)
             last = _last_assistant(msgs)
             return "\n".join(_s(m.get("content")) for m in msgs[:last if last >= 0 else len(msgs)])
@@ -65,6 +68,8 @@ class RowSchema:
             return _s(self.get(row, "text"))
         if self.fmt == "classification":
             return _s(self.get(row, "label"))
+        if self.fmt == "preference":
+            return _s(row.get("chosen"))
         if self.fmt == "chat":
             msgs = self.messages(row)
             last = _last_assistant(msgs)
@@ -78,6 +83,8 @@ class RowSchema:
             return _s(self.get(row, "text"))
         if self.fmt == "chat":
             return "\n".join(_s(m.get("content")) for m in self.messages(row))
+        if self.fmt == "preference":   # both answers: a pair is a duplicate only when all three agree
+            return "\n".join((self.prompt(row), self.target(row), _s(row.get("rejected")))).strip("\n")
         return (self.prompt(row) + "\n" + self.target(row)).strip("\n")
 
 

@@ -172,7 +172,8 @@ def _expected_targets(row: dict, layout: RowSchema) -> list[tuple[str, str]]:
     if layout.fmt == "chat":
         return [(f"assistant turn {i}", m["content"]) for i, m in enumerate(layout.messages(row))
                 if m.get("role") == "assistant" and isinstance(m.get("content"), str) and m["content"].strip()]
-    what = {"instruction": "response", "classification": "label", "text": "text"}[layout.fmt]
+    what = {"instruction": "response", "classification": "label", "text": "text",
+            "preference": "chosen answer"}[layout.fmt]   # (a preference row's segments: prompt and chosen answer)
     return [(what, layout.target(row))]
 
 

@@ -13,7 +13,8 @@ EXAMPLES = """examples:
 LABELS = {"weights": "weights", "gradients": "gradients", "optimizer": "AdamW state (2 moments)",
           "optimizer_temp": "AdamW step temporary", "activations": "activations (saved for backward)",
           "logits": "logits at target positions (+ their gradients)", "head_gradient": "LM head gradient (early in backward)",
-          "retention": "retention probe and mitigations", "bf16_copies": "bf16 copies of frozen weights (frozen_cast)"}
+          "retention": "retention probe and mitigations", "bf16_copies": "bf16 copies of frozen weights (frozen_cast)",
+          "reference": "DPO's frozen reference model (full fine-tuning)"}
 
 
 def add_arguments(p) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .counts import console_line, reject_into, split_counts, totals
 from .formats import Formatter
+from .preference import tokenize_pairs
 from .read import DataError, Problem, read_rows, train_files
 from .tokenize import Example, TokenizeReport, tokenize_classes, tokenize_rows
 from .validate import (ROW_FIX, Checked, check_splits, detect_format, label_set, no_usable_rows,
@@ -164,10 +165,13 @@ def _tokenize(dcfg, tokenizer, task, fmt, rows, val_rows, test_rows):
     labels = label_set(rows, dcfg) if fmt == "classification" else None
     fm = Formatter(fmt, tokenizer, dcfg, labels)
     lenient = dcfg.model_copy(update={"too_long": "truncate"})
+    if fmt == "preference":   # pairs: each example holds its rejected sequence (data/preference.py)
+        return (None, fm, tokenize_pairs(rows, tokenizer, dcfg, fm), tokenize_pairs(val_rows, tokenizer, dcfg, fm),
+                tokenize_pairs(test_rows, tokenizer, lenient, fm)[1])
     return (labels, fm, tokenize_rows(rows, fmt, tokenizer, dcfg, labels, fm),
             tokenize_rows(val_rows, fmt, tokenizer, dcfg, labels, fm),
             tokenize_rows(test_rows, fmt, tokenizer, lenient, labels, fm)[1])
 
 
 __all__ = ["Data", "DataError", "console_line", "Example", "Formatter", "TokenizeReport", "build_data", "detect_format",
-           "read_rows", "split_rows", "train_files", "tokenize_classes", "tokenize_rows"]
+           "read_rows", "split_rows", "train_files", "tokenize_classes", "tokenize_pairs", "tokenize_rows"]

@@ -9,6 +9,8 @@ tokens, which would be thrown away, are never computed.
 
 Padding (packing off): one example per row, right-padded, with an attention mask.
 
+Preference pairs (`collate_pairs`): padded, chosen rows then rejected rows, a pair never split.
+
 Classification (`collate_classes`): one example per row, padded, with an attention mask; the target
 is the row's class index. Decoders are padded on the left, so the last position, which their head
 reads, is always a real token.
@@ -34,12 +36,18 @@ class Batch:
     ids: list[int]                    # example ids, in order
     spans: list[tuple[int, int, int]] # (row, start, length) of each example, aligned with ids
     weights: torch.Tensor | None = None   # like targets: each target's loss weight (data.balance: weight)
+    pairs: int = 0                    # preference pairs: rows [0, pairs) chosen, [pairs, 2 * pairs) rejected
+
+    @property
+    def n_loss(self) -> int:
+        """What the task loss is a sum over: pairs for a preference batch, else target tokens."""
+        return self.pairs or self.n_targets
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.position_ids), move(self.targets),
                      move(self.attention_mask), move(self.keep), self.n_targets, self.ids, self.spans,
-                     move(self.weights))
+                     move(self.weights), self.pairs)
 
 
 def _weights(examples: list[Example], spans, shape) -> torch.Tensor | None:
@@ -122,6 +130,15 @@ def collate(examples: list[Example], pad_id: int, packing: bool = True, row_toke
     placed = [e for r in rows for e in r]
     return Batch(input_ids, position_ids, targets, None if packing else mask, keep,
                  int((targets != IGNORE).sum()), [e.id for e in placed], spans, _weights(placed, spans, (R, width)))
+
+
+def collate_pairs(examples: list[Example], pad_id: int) -> Batch:
+    """Preference pairs (data/preference.py), one sequence per padded row, never packed: the chosen
+    sequences in rows [0, n), the rejected in rows [n, 2n), row i + n the other side of row i. `ids`
+    names each pair once; `spans` covers every row."""
+    b = collate(examples + [e.rejected for e in examples], pad_id, packing=False)
+    b.ids, b.pairs = b.ids[:len(examples)], len(examples)
+    return b
 
 
 def collate_classes(examples: list[Example], pad_id: int, left: bool = False) -> Batch:

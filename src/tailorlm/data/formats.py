@@ -5,6 +5,9 @@
     classification  same as instruction, the response being the label word
     chat            the conversation rendered by the tokenizer's chat template; assistant turns
                     (with their terminator) trained, everything else not
+    preference      two sequences per row, the prompt then the chosen (or the rejected) answer, each
+                    rendered as an instruction row is (`preference_texts`); a message-list prompt
+                    goes through the chat template with the answer as the next assistant turn
 
 Instruction and classification prompts go through the model's chat template when it has one (an
 instruct model expects its own turn markers); otherwise an Alpaca-style template with EOS. The
@@ -14,7 +17,7 @@ generation prompt must be a prefix of render(messages[:i+1]), and the difference
 from __future__ import annotations
 
 from .read import DataError
-from .validate import content_response, field_text, messages_of, text_of
+from .validate import content_response, field_text, messages_of, preference_of, text_of
 
 PLAIN_PROMPT = "### Instruction:\n{prompt}\n\n### Response:\n"
 # data.prompt_template: auto for classification data: the answer's options named before the text, so the
@@ -91,7 +94,34 @@ class Formatter:
                             "so the response cannot be located. Fix: set data.chat_template: never")
         return full[len(head):]
 
+    def preference_texts(self, row: dict) -> tuple[str, str, str]:
+        """(untrained prompt, trained chosen answer, trained rejected answer) of a preference row: a
+        prompt text wrapped in data.prompt_template and rendered as an instruction prompt is; a message
+        list rendered by the chat template, each answer being the assistant turn that follows it."""
+        prompt, chosen, rejected = preference_of(row, self.dcfg)
+        if isinstance(prompt, str):
+            prompt = self.wrap(prompt)
+            return self.prompt_text(prompt), self.response_text(prompt, chosen), self.response_text(prompt, rejected)
+        if not getattr(self.tok, "chat_template", None):
+            raise DataError(f"{row.get('_file')}:{row.get('_line')}: a preference row with a message list needs the "
+                            "model's chat template, and this tokenizer has none. Fix: give the prompt as text "
+                            "(a `prompt` field), or use a model with a chat template")
+        head = self.render(prompt, generation_prompt=True)
+        answers = []
+        for answer in (chosen, rejected):
+            full = self.render(prompt + [{"role": "assistant", "content": answer}], generation_prompt=False)
+            if not full.startswith(head):
+                raise DataError(f"{row.get('_file')}:{row.get('_line')}: the chat template does not render the "
+                                "conversation as a prefix of it with the answer, so the answer cannot be located")
+            answers.append(full[len(head):])
+        return head, answers[0], answers[1]
+
     def segments(self, row: dict) -> list[tuple[str, bool]]:
+        """The row's segments; for a preference row, those of its prompt and chosen answer (the pair is
+        tokenized by data/preference.py)."""
+        if self.fmt == "preference":
+            prompt, chosen, _ = self.preference_texts(row)
+            return [(prompt, False), (chosen, True)]
         if self.fmt == "text":
             return [(text_of(row, self.dcfg) + (self.tok.eos_token or ""), True)]
         if self.fmt == "chat":

@@ -14,6 +14,7 @@ report (`truncated` examples, `truncated_tokens` tokens cut).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from .formats import Formatter
 from .read import DataError
@@ -30,6 +31,7 @@ class Example:
     id: int = 0                 # position in the tokenized split: what logs and resume checks name
     cls: int = -1               # classification data: the label's index (data.balance reads it); else -1
     weight: float = 1.0         # loss weight of the example's targets (data.balance: weight)
+    rejected: Optional["Example"] = None   # preference data: the pair's rejected sequence (this one is the chosen)
 
 
 @dataclass
@@ -52,7 +54,7 @@ class TokenizeReport:
         return d
 
 
-def _fits(n: int, where: tuple, dcfg, rep: TokenizeReport, noun: str) -> bool:
+def fits_budget(n: int, where: tuple, dcfg, rep: TokenizeReport, noun: str) -> bool:
     """Apply data.too_long to an example of n tokens: False when it is dropped, a DataError on stop;
     a truncation is counted here and done by the caller, which knows what it cuts."""
     if n <= dcfg.max_length:
@@ -103,7 +105,8 @@ def fitted_prompt(fm: Formatter, row: dict, budget: int, extra: int = 0) -> tupl
     return fm.wrap(fit_content(fm.tok, content, length, budget)[0]), response
 
 
-def _join(pieces: list[list[int]], segs: list[tuple[str, bool]], bos: list[int]) -> tuple[list[int], list[int]]:
+def join_segments(pieces: list[list[int]], segs: list[tuple[str, bool]],
+                  bos: list[int]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example from its segments' token pieces, after the BOS prefix."""
     input_ids, labels_ = list(bos), [IGNORE] * len(bos)
     for piece, (_, trained) in zip(pieces, segs):
@@ -121,7 +124,7 @@ def _fit_prompt(row: dict, fm: Formatter, bos: list[int], max_length: int) -> tu
 
     def render(c: str):
         segs = fm.pair_segments(fm.wrap(c), response)
-        return _join(fm.tok([t for t, _ in segs], add_special_tokens=False)["input_ids"], segs, bos)
+        return join_segments(fm.tok([t for t, _ in segs], add_special_tokens=False)["input_ids"], segs, bos)
 
     short, cut = fit_content(fm.tok, content, lambda c: len(render(c)[0]), max_length)
     return (*render(short), cut)
@@ -148,7 +151,7 @@ def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str]
     out: list[Example] = []
     k = 0
     for row, segs in segs_per_row:
-        input_ids, labels_ = _join(ids[k:k + len(segs)], segs, bos)
+        input_ids, labels_ = join_segments(ids[k:k + len(segs)], segs, bos)
         k += len(segs)
         where = (row.get("_file", "?"), row.get("_line", 0))
         if fmt == "text":
@@ -157,7 +160,7 @@ def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str]
                 if len(chunk) >= 2:
                     out.append(Example(chunk, list(chunk), *where))
             continue
-        if not _fits(len(input_ids), where, dcfg, rep, "example"):
+        if not fits_budget(len(input_ids), where, dcfg, rep, "example"):
             continue
         if len(input_ids) > dcfg.max_length and fmt in ("instruction", "classification"):
             input_ids, labels_, cut = _fit_prompt(row, fm, bos, dcfg.max_length)
@@ -213,7 +216,7 @@ def tokenize_classes(rows: list[dict], tokenizer, dcfg, labels: list[str],
     out: list[Example] = []
     for (row, content, y), input_ids in zip(kept, ids):
         where = (row.get("_file", "?"), row.get("_line", 0))
-        if not _fits(len(input_ids), where, dcfg, rep, "text"):
+        if not fits_budget(len(input_ids), where, dcfg, rep, "text"):
             continue
         if len(input_ids) > dcfg.max_length:   # cut the text inside the template, not the template's tail
             encode = lambda c: tokenizer(wrap(c), add_special_tokens=True)["input_ids"]  # noqa: E731

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .read import DataError, Problem, files_label
 
-FORMATS = ("text", "instruction", "chat", "classification")
+FORMATS = ("text", "instruction", "chat", "classification", "preference")
 ROLES = ("assistant", "system", "tool", "user")
 ROW_FIX = "Fix: correct the row, or set data.on_error: skip (skipped rows are counted)"
 # The column each field role is read from while its data.*_field is unset: the one copy of these defaults
@@ -74,6 +74,8 @@ def detect_format(rows: list[dict], dcfg) -> str:
     sample = rows[:100]
     seen = Counter(k for r in sample for k in r if not k.startswith("_"))
     keys = {k for k, n in seen.items() if n > len(sample) / 2}
+    if {"chosen", "rejected"} <= keys:   # (before chat: a preference row's prompt may be a message list)
+        return "preference"
     if dcfg.messages_field in keys:
         return "chat"
     if dcfg.label_field or "label" in keys:
@@ -84,9 +86,9 @@ def detect_format(rows: list[dict], dcfg) -> str:
         return "text"
     if not rows:
         raise DataError("data.train: no rows to tell the data format from. Fix: give data.train rows, or set "
-                        "data.format (text | instruction | chat | classification)")
+                        "data.format (text | instruction | chat | classification | preference)")
     raise _at(rows[0], f"cannot tell the data format from fields {sorted(keys)}. Fix: set data.format (text | "
-              "instruction | chat | classification) and the field names (data.text_field, ...)")
+              "instruction | chat | classification | preference) and the field names (data.text_field, ...)")
 
 
 def resolve_format(rows: list[dict], dcfg) -> str:
@@ -143,8 +145,9 @@ def text_of(row: dict, dcfg) -> str:
     return field_text(row, dcfg.text_field or DEFAULT_FIELDS["text"])
 
 
-def messages_of(row: dict, dcfg) -> list[dict]:
-    """The conversation of a chat row as [{role, content}], or the first thing wrong with it."""
+def messages_of(row: dict, dcfg, answered: bool = True) -> list[dict]:
+    """The conversation of a chat row as [{role, content}], or the first thing wrong with it. A
+    preference row's conversation comes before the answers, so it needs no assistant turn (`answered`)."""
     name = dcfg.messages_field
     msgs = row.get(name)
     if msgs is None or msgs == []:
@@ -159,9 +162,24 @@ def messages_of(row: dict, dcfg) -> list[dict]:
         if not isinstance(m.get("content"), str):
             raise _at(row, "message content is not a string",
                       f"message {i} content is a {type(m.get('content')).__name__}")
-    if not any(m["role"] == "assistant" for m in msgs):
+    if answered and not any(m["role"] == "assistant" for m in msgs):
         raise _at(row, "no assistant turn: nothing to train on", f"roles {[m['role'] for m in msgs]}")
     return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def preference_of(row: dict, dcfg) -> tuple[str | list[dict], str, str]:
+    """(prompt, chosen, rejected) of a preference row: the prompt is the row's prompt text, or, where
+    the row has a message list (data.messages_field), the conversation before the answers. Both
+    answers must be non-empty strings, and differ: a pair whose answers are the same teaches nothing."""
+    if dcfg.messages_field in row and dcfg.prompt_field is None:
+        prompt: str | list[dict] = messages_of(row, dcfg, answered=False)
+    else:
+        prompt = field_text(row, dcfg.prompt_field or DEFAULT_FIELDS["prompt"])
+    chosen, rejected = field_text(row, "chosen"), field_text(row, "rejected")
+    if chosen.strip() == rejected.strip():
+        raise _at(row, "chosen and rejected answers are identical: the pair teaches nothing",
+                  "give the rejected field a worse answer than the chosen one, or remove the row")
+    return prompt, chosen, rejected
 
 
 def check_row(row: dict, fmt: str, dcfg) -> None:
@@ -170,6 +188,8 @@ def check_row(row: dict, fmt: str, dcfg) -> None:
         text_of(row, dcfg)
     elif fmt == "chat":
         messages_of(row, dcfg)
+    elif fmt == "preference":
+        preference_of(row, dcfg)
     else:
         content_response(row, fmt, dcfg)
 

@@ -17,6 +17,8 @@ evaluator returns {} where it does not apply (accuracy on text data, generation 
                                                                                 eval/text_metrics.py
     fewshot     the base model only: accuracy with k training examples in context (Brown et al.
                 2020), the baseline tuning must beat                            eval/tasks.py
+    preference  preference data under train.objective dpo / simpo: pref_accuracy, reward_margin,
+                pref_loss, chosen_logp, rejected_logp on held-out pairs      objectives/loss.py
     retention   forgetting on general text: reference NLL, its change from the base, and
                 KL(base || tuned) at fixed positions                            retention/probe.py
     canaries, membership, extraction, bias, flips
@@ -44,7 +46,10 @@ import torch
 
 from ..atomic import append_lines
 from ..errors import ConfigError
-from ..run import RunDir
+from ..run import RunDir, start_model
+from ..methods import METHODS
+from ..objectives import OBJECTIVES, settings
+from ..objectives.loss import Reference, score_pairs
 from .generate import generation_eval
 from .metrics import val_loss
 from .specs import METRICS, MetricSpec, find, is_number, register_metrics
@@ -63,6 +68,7 @@ class EvalContext:
     run_dir: Optional[Path] = None   # a run's directory (rank 0 only): evaluators may write files there
     step: int = 0                 # the step being scored (set by the loop after each step)
     samples: list = field(default_factory=list)   # the latest generations: {step, prompt, reference, generated}
+    reference: Optional[Any] = None   # a run's preference reference model (objectives/loss.py), set once the method is on
 
     def held_out(self, n: int) -> list[dict]:
         """The first n held-out rows: the test split when there is one, else validation."""
@@ -76,7 +82,8 @@ class EvalContext:
         rows = {"val_loss": ("val", len(self.data.val[: e.max_examples])),
                 "accuracy": (split, len(self.held_out(e.max_examples))),
                 "fewshot": (split, len(self.held_out(e.max_examples))),
-                "generation": (split, len(self.held_out(e.generate or 0)))}
+                "generation": (split, len(self.held_out(e.generate or 0))),
+                "preference": ("val", len(self.data.val[: e.max_examples]))}
         return rows.get(evaluator)
 
 
@@ -131,6 +138,27 @@ def fewshot_scores(model, ctx: EvalContext) -> dict:
     return {f"fewshot{k}_accuracy": acc["accuracy"], f"fewshot{k}_macro_f1": acc["macro_f1"]}
 
 
+def preference_scores(model, ctx: EvalContext) -> dict:
+    """Held-out preference pairs (validation) under the run's objective (train.objective dpo / simpo):
+    the share of pairs whose implicit reward prefers the chosen answer, the mean reward margin, the
+    objective's loss, and the answers' mean summed log-probabilities (objectives/loss.py). The base
+    model at step 0 is its own reference (every DPO reward 0); in a run, the reference is the run's
+    (ctx.reference); outside one (`tailorlm eval`), an adapter's is the model with the adapter off,
+    full fine-tuning's the starting model loaded again (once, kept in ctx.reference)."""
+    c = ctx.cfg
+    pairs = ctx.data.val[: c.eval.max_examples]
+    if ctx.data.fmt != "preference" or c.train.objective not in OBJECTIVES or not pairs:
+        return {}
+    method = METHODS[c.method.name]
+    if not ctx.base and ctx.reference is None and OBJECTIVES[c.train.objective].reference:
+        base = start_model(c, tokenizer=ctx.data.formatter.tok)[0].to(ctx.device) if method.disabled(model) is None \
+            else None
+        ctx.reference = Reference(model, method, base=base)
+    return score_pairs(model, pairs, c.train.objective, settings(c.train), None if ctx.base else ctx.reference,
+                       pad_id=ctx.data.formatter.tok.pad_token_id, device=ctx.device, precision=c.train.precision,
+                       batch_size=c.eval.batch_size)
+
+
 def retention_scores(model, ctx: EvalContext) -> dict:
     if ctx.probe is None:
         return {}
@@ -162,6 +190,14 @@ register("generation", generation_scores, {
 register("fewshot", fewshot_scores, {
     "fewshot*_accuracy": MetricSpec("higher", doc="the base model with k examples in context", **FRACTION),
     "fewshot*_macro_f1": MetricSpec("higher", **FRACTION)})
+register("preference", preference_scores, {
+    "pref_accuracy": MetricSpec("higher", select=True, doc="share of held-out pairs whose implicit reward prefers "
+                                "the chosen answer", **FRACTION),
+    "reward_margin": MetricSpec("higher", "reward", doc="mean implicit reward of the chosen answer minus the "
+                                "rejected one's (dpo: beta x nats of log-ratio; simpo: beta x nats/token)"),
+    "pref_loss": MetricSpec("lower", "nats", 0.0, select=True, doc="the objective's mean loss on held-out pairs"),
+    "chosen_logp": MetricSpec("info", "nats", hi=0.0, doc="mean summed log-probability of the chosen answers"),
+    "rejected_logp": MetricSpec("info", "nats", hi=0.0, doc="mean summed log-probability of the rejected answers")})
 register("retention", retention_scores, {
     "ref_nll": MetricSpec("lower", doc="NLL of general reference text", **NATS),
     "ref_nll_change": MetricSpec("lower", "nats/token", delta=False, doc="ref_nll - the base model's"),

@@ -41,6 +41,9 @@ The parts (bytes; P = parameters, p = bytes per weight of model.dtype, R rows, T
     retention    the probe's base log-probabilities (positions x vocab x 4), L2-SP's anchor (trainable
                  P x 4), EWC's anchor and Fisher (2 x trainable P x 4), distillation's frozen copy of a
                  model whose base weights train (P x p)
+    reference    train.objective dpo with full fine-tuning: the frozen copy of the starting model (P x p);
+                 a preference objective also doubles the rows (each pair: chosen and rejected) and
+                 scores the answers' logits unchunked
 
 The peak is the largest of three moments: the start of backward (weights, optimizer state, all
 activations, logits and their gradients, the gradients already held), the end of backward (weights,
@@ -91,6 +94,7 @@ def shape_of(cfg, config, world: int = 1) -> Shape:
     fp = method.footprint(cfg.method, config)
     base = method.trains_base_weights
     rows, per_example = max(1, cfg.train.batch_size // world), label_positions(cfg)   # (L: None unless classification)
+    rows *= 2 if _preference(cfg) else 1   # a preference pair is two rows: its chosen and its rejected sequence
     return Shape(rows=rows, tokens=cfg.data.max_length + fp.virtual_tokens,
                  targets=None if per_example is None else rows * min(per_example, cfg.data.max_length),
                  vocab=config.vocab_size, hidden=config.hidden_size, layers=config.num_hidden_layers,
@@ -117,7 +121,7 @@ def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: st
     K = T if s.targets is None else min(T, N)                   # kept columns per row: (R, K, V) logits
     saved_logits = V * (cw + R * (aw * K + qw * K * K))
     grad_logits = R * K * V * 8
-    chunk = getattr(cfg.train, "loss_chunk", None)
+    chunk = None if _preference(cfg) else getattr(cfg.train, "loss_chunk", None)   # (a preference loss: unchunked)
     if chunk:   # train.loss_chunk: one chunk's logits at a time, recomputed in backward (4 more for its log-softmax)
         saved_logits, grad_logits = V * cw, min(N, chunk) * V * 12
     return {
@@ -129,6 +133,7 @@ def parts(cfg, config, probe: dict, s: Shape, device: str = "cpu", precision: st
         "logits": max(0, int(saved_logits + grad_logits)),
         "head_gradient": V * s.hidden * own if s.head_trainable else 0,
         "retention": retention_bytes(cfg, s, p),
+        "reference": s.total * p if getattr(cfg.train, "objective", "sft") == "dpo" and s.trains_base else 0,
         "runtime": RUNTIME[precision == "bf16"] if device == "cpu" else 0,
         **frozen_copies(cfg, s, p, precision),
     }
@@ -140,6 +145,11 @@ def frozen_copies(cfg, s: Shape, p: int, precision: str) -> dict[str, int]:
         return {"bf16_copies": 0, "bf16_copies_beyond": 0}
     every = max(0, s.total - s.trainable - s.vocab * s.hidden) * 2
     return {"bf16_copies": every, "bf16_copies_beyond": every * (s.layers - s.in_backward) // max(s.layers, 1)}
+
+
+def _preference(cfg) -> bool:
+    """train.objective dpo / simpo: pairs of padded rows, the answers' logits unchunked (objectives/loss.py)."""
+    return getattr(cfg.train, "objective", "sft") != "sft"
 
 
 def _adamw_temporary(cfg, s: Shape) -> int:
@@ -175,4 +185,4 @@ def peak(cfg, pt: dict[str, int]) -> tuple[int, str]:
         "optimizer step": pt["weights"] + pt["optimizer"] + pt["gradients"] + pt["optimizer_temp"] + pt["bf16_copies"],
     }
     when = max(moments, key=moments.get)
-    return moments[when] + pt["retention"] + pt["runtime"], when
+    return moments[when] + pt["retention"] + pt.get("reference", 0) + pt["runtime"], when

@@ -27,6 +27,8 @@ import torch
 import yaml
 
 from ..methods import METHODS
+from ..objectives import OBJECTIVES, settings
+from ..objectives.loss import score_pairs
 from ..eval.metrics import val_loss
 from ..run import RunDir
 from ..seed import rng_state, set_rng_state
@@ -112,7 +114,7 @@ def race(run) -> dict:
     lr = alive[0] if alive else grid[0]   # every one diverged: the smallest
     return {"lr": lr, "race": records, "cost_steps": cost, "budget_steps": budget, "train_steps": tc.steps,
             "base_score": base,
-            "score": "val_loss" if run.data.val else "train_loss",
+            "score": ("pref_loss" if tc.objective in OBJECTIVES else "val_loss") if run.data.val else "train_loss",
             **({} if alive else {"note": "every candidate diverged; the smallest lr is used"})}
 
 
@@ -140,12 +142,18 @@ def _candidate(run, lr: float, steps: int, start: dict, rng: dict, base: float) 
 
 
 def _score(run, history: list) -> float:
-    """Loss on a slice of the validation set (rank 0's); with no validation set, the mean training
+    """Loss on a slice of the validation set (rank 0's; a preference objective's: its loss on held-out
+    pairs, objectives/loss.py); with no validation set, the mean training
     loss of the candidate's last quarter of steps (the start: inf, nothing to compare with)."""
     c, data = run.cfg, run.data
     if not data.val:
         tail = [h["loss"] for h in history[-max(1, len(history) // 4):]]
         return sum(tail) / len(tail) if tail else math.inf
+    if c.train.objective in OBJECTIVES:   # a preference objective: its own loss on held-out pairs
+        s = score_pairs(run.model, data.val[:min(VAL_SLICE, c.eval.max_examples)], c.train.objective,
+                        settings(c.train), run.eval_ctx.reference, pad_id=run.tok.pad_token_id, device=run.device,
+                        precision=c.train.precision, batch_size=c.eval.batch_size)
+        return float(run.dist.broadcast(s["pref_loss"]))
     s = val_loss(run.model, data.val[:min(VAL_SLICE, c.eval.max_examples)], pad_id=run.tok.pad_token_id,
                  device=run.device, precision=c.train.precision, batch_size=c.eval.batch_size,
                  packing=c.data.packing, row_tokens=c.data.max_length, task=c.model.task, name="lr race")

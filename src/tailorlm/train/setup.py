@@ -25,6 +25,8 @@ from ..eval.evaluators import EvalContext, evaluate, resolve
 from ..eval.metrics import format_scores
 from ..forward import batcher
 from ..methods import METHODS, count, trainable
+from .. import objectives
+from ..objectives.loss import PreferenceLoss, Reference
 from ..probes import evaluators as _probe_evaluators  # noqa: F401  (registers the probes' evaluators)
 from ..probes.canaries import insert_canaries
 from ..progress import phase
@@ -55,6 +57,7 @@ def setup_run(cfg: Config, *, resume: bool = False, quiet: bool = False, model=N
     parameters then train on), or an earlier run's directory / final/ (recorded as model.init_from,
     so the run resumes from the same start)."""
     t_start, tc = time.time(), resolve_paths(cfg).train   # stored paths work from any directory later
+    objectives.pin(tc)   # train.objective dpo / simpo: the beta (and gamma) it resolved, into config.yaml
     device = device or pick_device(tc.device)
     dist = dist or Dist(device=device)
     if isinstance(model, (str, Path)):
@@ -124,6 +127,7 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
     base_scores = _score_base(cfg, model, ctx, resume, dist, run_dir, say)
     method = METHODS[cfg.method.name]
     model = with_method(model, cfg).to(device)
+    ctx.reference = _reference(cfg, model, method)   # before the first update (and any wrapping)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = dist.wrap(model, tc.precision)   # ddp / fsdp in place; the same model object alone
@@ -142,8 +146,8 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
                                                       min_ratio=tc.min_lr_ratio),
         order=Order(len(data.train), at.rank_batch, tc.seed, groups=data.groups),
         make_batch=batcher(model, task=cfg.model.task, pad_id=tok.pad_token_id, packing=cfg.data.packing,
-                           row_tokens=cfg.data.max_length),
-        loss_fn=loss_function(cfg.model.task, tc.loss_chunk, model, say),
+                           row_tokens=cfg.data.max_length, pairs=tc.objective in objectives.OBJECTIVES),
+        loss_fn=_loss_fn(cfg, model, ctx.reference, say),
         guard=Guard(cfg.eval.metric, cfg.eval.patience, cfg.eval.min_delta, cfg.retention.max_forgetting,
                     cfg.retention.patience),
         eval_ctx=ctx, callbacks=Callbacks(retention_callbacks(retention) + at.cbs.items),
@@ -153,6 +157,21 @@ def _assemble(at: _Setup, start, model) -> RunState | None:
     if resume and not resuming.resume(run, at.log, start.resume_from, at.written):
         return None
     return run
+
+
+def _loss_fn(cfg: Config, model, reference: Reference | None, say):
+    """The run's task loss: a preference objective's (train.objective dpo / simpo), else the token loss."""
+    tc = cfg.train
+    if tc.objective in objectives.OBJECTIVES:
+        return PreferenceLoss(tc.objective, objectives.settings(tc), reference)
+    return loss_function(cfg.model.task, tc.loss_chunk, model, say)
+
+
+def _reference(cfg: Config, model, method) -> Reference | None:
+    """The reference model of an objective that needs one (dpo): the method's adapters switched off, or
+    for full fine-tuning a frozen copy of the starting model (objectives/loss.py)."""
+    objective = objectives.OBJECTIVES.get(cfg.train.objective)
+    return Reference(model, method) if objective is not None and objective.reference else None
 
 
 def _write(dist: Dist, path: Path, text: str) -> None:

@@ -30,7 +30,8 @@ class RunState:
     sched: Any
     order: Any                     # data.batching.Order: which examples each micro-batch takes
     make_batch: Any                # examples -> Batch for this task and model (forward.batcher)
-    loss_fn: Any                   # forward.LOSSES[task]: (model, batch) -> (loss sum, target tokens)
+    loss_fn: Any                   # forward.LOSSES[task]: (model, batch) -> (loss sum, target tokens); a preference
+                                   # objective's: objectives.loss.PreferenceLoss -> (loss sum, pairs), and record()
     guard: Any                     # train.select.Guard: best checkpoint, early stopping, budget
     eval_ctx: Any                  # eval.evaluators.EvalContext
     callbacks: Any                 # train.callbacks.Callbacks (each given a train.view.RunView of this run)

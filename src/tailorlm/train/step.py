@@ -1,6 +1,7 @@
 """One optimizer step: micro-batches, the task loss normalised by the whole global batch's target
-tokens, the callbacks' loss terms (retention's mitigations, continual's penalties), clipping, the
-update (skipped when non-finite), the record."""
+tokens (under a preference objective, train.objective, by its pairs), the callbacks' loss terms
+(retention's mitigations, continual's penalties), clipping, the update (skipped when non-finite),
+the record."""
 from __future__ import annotations
 
 import math
@@ -22,12 +23,13 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
     micro = [run.make_batch([run.data.train[i] for i in run.order.micro_batch(run.step * tc.grad_accum + a,
                                                                                dist.rank, dist.world)])
              for a in range(tc.grad_accum)]
-    # normalise by the target tokens of the whole accumulated global batch (all ranks), not a mean of
-    # micro-batch means
-    n_tokens = int(dist.sum(sum(b.n_targets for b in micro))[0])
+    # normalise by the target tokens (preference pairs: the pairs) of the whole accumulated global batch
+    # (all ranks), not a mean of micro-batch means
+    n_tokens, n_loss = (int(n) for n in dist.sum(sum(b.n_targets for b in micro), sum(b.n_loss for b in micro)))
     with run.step_scope():   # train.frozen_cast: frozen weights' bf16 copies, for this step's passes only
-        loss_sum = task_backward(run, micro, n_tokens)
+        loss_sum = task_backward(run, micro, n_loss)
         extra, finite_terms = extra_backward(run)
+    extra.update(run.loss_fn.record() if hasattr(run.loss_fn, "record") else {})   # a preference objective's figures
     if not finite_terms:
         loss_sum = float("nan")   # a non-finite penalty skips the step like a non-finite loss
     gnorm = dist.clip_grad_norm(run.params, tc.max_grad_norm)   # global: gradients are synced by now
@@ -51,7 +53,7 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
     dt = time.time() - t0
     run.train_time += dt
     run.tokens_seen += useful
-    loss = loss_sum / n_tokens
+    loss = loss_sum / n_loss
     run.history.append({"step": run.step, "loss": loss})
     rec = {"step": run.step, "loss": loss, "lr": lr, "grad_norm": float(gnorm), "tokens": step_tokens,
            "useful_tokens": useful, "target_tokens": n_tokens, "tokens_per_s": step_tokens / dt,
@@ -66,7 +68,8 @@ def train_step(run, stop_requested: bool) -> tuple[dict, bool]:
 
 
 def task_backward(run, micro: list, n_tokens: int) -> float:
-    """Backward of every micro-batch's loss sum / the global target tokens; returns the loss sum."""
+    """Backward of every micro-batch's loss sum / the global target tokens (preference pairs: the global
+    pairs); returns the loss sum."""
     loss_sum = 0.0
     for a, b in enumerate(micro):
         b = b.to(run.device)
