@@ -9,12 +9,16 @@ Tasks (defaults_tasks.py): real data read where packages install, split once int
 test under OUT/data. For each task and model, every arm runs `python -m tailorlm train CFG` in a
 fresh process on the same train file:
   zero      CFG is the model and the data file, nothing else (plus the run folder and train.threads)
-  lr X      the same, with train.lr=X and the zero-config run's resolved method and step count
-  budget    the zero-config run with retention.budget=X (--budget; until that key exists the arm fails
-            and its cell says so)
+  no budget the zero-config run with retention.budget=null, where the defaults carry a forgetting
+            budget (retention.budget: auto): what the budget cost in score and saved in forgetting
+  lr X      the same, with train.lr=X and the zero-config run's resolved method and step count (and
+            retention.budget=null: the grid measures what each rate learns, unmitigated)
+  budget    the zero-config run with retention.budget=X (--budget: a candidate budget for a variant
+            whose zero-config run has none)
 then `python -m tailorlm eval RUN data.val=F data.test=F` scores its final model on the val file
 and on the test file. The learning rate is chosen on validation (the mean over seeds); only test
-numbers are reported. Score: macro-F1 for classification, held-out perplexity (exp of the per-token
+numbers are reported. "Gain kept" is the budgeted run's gain (summary.json, base -> final on the run's
+own validation rows) over the unmitigated run's. Score: macro-F1 for classification, held-out perplexity (exp of the per-token
 loss of the response or text) for instruction and text data; ratio = zero / best (perplexity: best /
 zero), target >= 0.95. Forgetting: the retention probe's general-text NLL change in summary.json.
 `--steps N` caps every arm (a smoke run). `--variant NAME --set KEY=VALUE ...` runs every arm with those
@@ -121,12 +125,18 @@ def run_pair(a, task: str, info: dict, model: str) -> dict:
         if (folder / "zero-s0" / "config.yaml").is_file() else {}
     grid_cfg = {**base_cfg, **({"method": resolved["method"]} if "method" in resolved else {})}
     zero_lr = float(resolved.get("train", {}).get("lr") or "nan")
+    budgeted = (resolved.get("retention") or {}).get("budget") is not None
+    off = ["retention.budget=null"] if budgeted else []
+    if budgeted:   # what the forgetting budget cost and saved: the same run without it
+        for seed in range(a.seeds):
+            one("no budget", seed, base_cfg, off, a.steps)
+    plain = arms.get("no budget") or arms["zero"]   # the zero-config run's settings, unmitigated
     for lr in a.lrs:
         for seed in range(a.seeds):
-            if float(lr) == zero_lr and seed < len(arms["zero"]):   # the zero-config run is this grid point
-                arms.setdefault(f"lr {lr}", []).append(arms["zero"][seed])
+            if float(lr) == zero_lr and seed < len(plain):   # the (unmitigated) zero-config run is this grid point
+                arms.setdefault(f"lr {lr}", []).append(plain[seed])
                 continue
-            one(f"lr {lr}", seed, grid_cfg, [f"train.lr={lr}", f"train.steps={zero['steps']}"], zero["steps"])
+            one(f"lr {lr}", seed, grid_cfg, [f"train.lr={lr}", f"train.steps={zero['steps']}", *off], zero["steps"])
     if a.budget is not None:
         for seed in range(a.seeds):
             one("budget", seed, base_cfg, [f"retention.budget={a.budget}"], a.steps)
@@ -145,9 +155,20 @@ def arm_stats(kind: str, runs: list[dict]) -> dict:
     return {"val": mean([score(kind, r.get("val", {})) for r in ok]),
             "test": mean([score(kind, r.get("test", {})) for r in ok]),
             "forgetting": mean([r["summary"].get("final", {}).get("ref_nll_change") for r in ok]),
+            "gain": mean([gain(kind, r["summary"]) for r in ok]),
             "steps": ok[0]["summary"]["steps"] if ok else None,
             "time": mean([r["summary"].get("wall_time_s") for r in ok]),
             "collapsed": len(collapsed), "seeds": len(ok), "error": None if ok else runs[0]["summary"].get("error")}
+
+
+def gain(kind: str, summary: dict) -> float | None:
+    """The run's own gain on its validation rows (summary.json: base -> final): macro-F1 up, or the
+    answers' perplexity down."""
+    key = "macro_f1" if kind == "classification" else "val_ppl"
+    b, f = (summary.get("base") or {}).get(key), (summary.get("final") or {}).get(key)
+    if b is None or f is None:
+        return None
+    return f - b if kind == "classification" else b - f
 
 
 def pair_folder(out: Path, task: str, model: str, variant: str) -> Path:
@@ -165,10 +186,16 @@ def summarize(task: str, model: str, arms: dict, budget: str | None, variant: st
     ratio = None
     if z.get("test") and b.get("test"):
         ratio = z["test"] / b["test"] if higher else b["test"] / z["test"]
+    # the run with the forgetting budget and the same run without it: the zero-config run and its
+    # "no budget" arm where the defaults carry a budget, else the "budget" arm (--budget) and zero
+    mit, unmit = (z, st.get("no budget")) if "no budget" in st else (st.get("budget"), z)
+    kept = None
+    if mit and unmit and mit.get("gain") is not None and unmit.get("gain"):
+        kept = mit["gain"] / unmit["gain"]
     return {"task": task, "model": model, "variant": variant, "overrides": list(overrides), "kind": kind,
             "metric": "macro-F1" if higher else "perplexity",
             "zero": z, "best_lr": best[3:] if best else None, "best": b, "ratio": ratio,
-            "budget": st.get("budget"), "budget_value": budget, "arms": st}
+            "budget": mit, "unmitigated": unmit, "gain_kept": kept, "budget_value": budget, "arms": st}
 
 
 def fmt(x, spec: str = ".3f") -> str:
@@ -178,17 +205,17 @@ def fmt(x, spec: str = ".3f") -> str:
 def table(results: list[dict]) -> str:
     rows = []
     for r in results:
-        z, b, bud = r["zero"], r["best"], r["budget"] or {}
+        z, b, bud, un = r["zero"], r["best"], r["budget"] or {}, r.get("unmitigated") or r["zero"]
         flags = [f"{arm}: one class in {s['collapsed']}/{s['seeds']} seeds" for arm, s in r["arms"].items()
                  if s["collapsed"]] + ([f"zero failed: {z.get('error')}"] if z.get("error") else [])
         bud_cell = fmt(bud.get("forgetting"), "+.4f") if bud.get("seeds") else ("failed" if bud else "")
         rows.append([r["task"], r["model"], r.get("variant", "default"), r["kind"], r["metric"], fmt(z.get("test")), fmt(b.get("test")),
                      r["best_lr"] or "", fmt(r["ratio"]), "yes" if (r["ratio"] or 0) >= 0.95 else "no",
-                     z.get("steps") or "", fmt(z.get("time"), ".0f"), fmt(z.get("forgetting"), "+.4f"), bud_cell,
-                     "; ".join(flags)])
+                     z.get("steps") or "", fmt(z.get("time"), ".0f"), fmt(un.get("forgetting"), "+.4f"), bud_cell,
+                     fmt(r.get("gain_kept"), ".0%"), "; ".join(flags)])
     return md_table(["task", "model", "variant", "kind", "metric (test)", "zero-config", "grid-best", "best lr (val)",
-                     "ratio", ">= 0.95", "steps", "zero time s", "forgetting", "forgetting, budget", "flags"],
-                    "lllllrrrrlrrrrl", rows)
+                     "ratio", ">= 0.95", "steps", "zero time s", "forgetting, no budget", "forgetting, budget",
+                     "gain kept (val)", "flags"], "lllllrrrrlrrrrrl", rows)
 
 
 def gather(out: Path) -> list[dict]:

@@ -10,8 +10,9 @@ def add_arguments(p) -> None:
     p.add_argument("--data-dir", default="data/airline", help="where the tweets are written as JSONL")
     p.add_argument("--data-only", action="store_true",
                    help="only write the data (what the presets read: tailorlm presets)")
-    p.add_argument("--mitigation", default="distill", choices=["replay", "distill", "l2sp", "ewc", "none"],
-                   help="the second run's forgetting mitigation (default distill; none: one run only)")
+    p.add_argument("--mitigation", default="no-budget", choices=["no-budget", "replay", "distill", "l2sp", "ewc", "none"],
+                   help="the second run: without the default forgetting budget (no-budget, the default), or with "
+                   "a fixed mitigation instead of it; none: one run only")
 
 
 def demo_command(a) -> int:
