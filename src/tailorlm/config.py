@@ -274,7 +274,8 @@ class RetentionConfig(Strict):
                                     "null = at evaluations only", ge=1)
     budget_rate: float = F(1.0, "budget: weight += rate * (forgetting - budget) / budget at each measurement "
                            "(clipped to [0, budget_max]; at 0 and under budget it stays 0)", gt=0)
-    budget_max: float = F(100.0, "budget: the largest distillation weight it sets", gt=0)
+    budget_max: float = F(5.0, "budget: the largest distillation weight it sets (a weight past it holds forgetting "
+                          "down at the cost of most of the task's gain)", gt=0)
 
 
 class CanaryConfig(Strict):
