@@ -212,7 +212,7 @@ def test_every_method_resumes_to_the_same_losses_and_weights(tmp_path, tiny_llam
         c = load_config(tiny_config(tmp_path / name, tiny_llama, tweets_text_file, *RESUMABLE,
                                     file=tmp_path / f"{name}.yaml"))
         c.method = load_config(raw={"data": {"train": "x"}, "method": {"name": method}}).method
-        c.train.steps, c.retention.reference = 8, None
+        c.train.steps, c.retention.reference, c.retention.budget = 8, None, None   # (no probe: no budget)
         c.train.loss_chunk = None   # the plain loss path (forward.LOSSES), which this test wraps
         return c
 
