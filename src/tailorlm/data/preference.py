@@ -16,8 +16,7 @@ data.too_long: `truncate` cuts the end of each over-long sequence (counted, as c
 from __future__ import annotations
 
 from .formats import Formatter
-from .read import DataError
-from .tokenize import IGNORE, Example, TokenizeReport, bos_prefix, fits_budget, join_segments
+from .tokenize import IGNORE, Example, TokenizeReport, bos_prefix, fits_budget, join_segments, rendered_rows
 
 SEGMENTS = [("", False), ("", True)]   # the prompt untrained, the answer trained (only the flags are read)
 
@@ -32,26 +31,10 @@ def _cut(seq: tuple[list[int], list[int]], max_length: int, rep: TokenizeReport)
     return ids[:max_length], labels[:max_length]
 
 
-def _rendered(rows: list[dict], fm: Formatter, dcfg, rep: TokenizeReport) -> list[tuple[dict, tuple[str, str, str]]]:
-    """(row, (prompt, chosen, rejected) texts) of every row that renders; the others stop the run or,
-    with data.on_error: skip, are counted."""
-    out = []
-    for row in rows:
-        try:
-            out.append((row, fm.preference_texts(row)))
-        except DataError as e:
-            if dcfg.on_error == "stop":
-                raise DataError(f"{e}\n  Fix: correct the row, or set data.on_error: skip (skipped rows are "
-                                "counted)") from None
-            rep.skipped_bad_rows += 1
-            rep.problems.append(str(e))
-    return out
-
-
 def tokenize_pairs(rows: list[dict], tokenizer, dcfg, formatter: Formatter) -> tuple[list[Example], TokenizeReport]:
     """Preference rows -> Examples (the chosen sequence, its `rejected` the other), with the report."""
     rep = TokenizeReport(rows=len(rows))
-    rendered = _rendered(rows, formatter, dcfg, rep)
+    rendered = rendered_rows(rows, formatter.preference_texts, dcfg, rep)
     flat = [t for _, texts in rendered for t in texts]
     ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
     bos = bos_prefix(tokenizer)

@@ -130,20 +130,27 @@ def _fit_prompt(row: dict, fm: Formatter, bos: list[int], max_length: int) -> tu
     return (*render(short), cut)
 
 
-def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str] | None = None,
-                  formatter: Formatter | None = None) -> tuple[list[Example], TokenizeReport]:
-    fm = formatter or Formatter(fmt, tokenizer, dcfg, labels)
-    rep = TokenizeReport(rows=len(rows))
-    segs_per_row: list[tuple[dict, list[tuple[str, bool]]]] = []
+def rendered_rows(rows: list[dict], render, dcfg, rep: TokenizeReport) -> list[tuple[dict, object]]:
+    """(row, render(row)) of every row that renders; a bad row (DataError) stops the run or, with
+    data.on_error: skip, is counted in REP."""
+    out = []
     for row in rows:
         try:
-            segs_per_row.append((row, fm.segments(row)))
+            out.append((row, render(row)))
         except DataError as e:
             if dcfg.on_error == "stop":
                 raise DataError(f"{e}\n  Fix: correct the row, or set data.on_error: skip (skipped rows are "
                                 "counted)") from None
             rep.skipped_bad_rows += 1
             rep.problems.append(str(e))
+    return out
+
+
+def tokenize_rows(rows: list[dict], fmt: str, tokenizer, dcfg, labels: list[str] | None = None,
+                  formatter: Formatter | None = None) -> tuple[list[Example], TokenizeReport]:
+    fm = formatter or Formatter(fmt, tokenizer, dcfg, labels)
+    rep = TokenizeReport(rows=len(rows))
+    segs_per_row: list[tuple[dict, list[tuple[str, bool]]]] = rendered_rows(rows, fm.segments, dcfg, rep)
     # one batched call into the fast tokenizer for every segment of every row
     flat = [text for _, segs in segs_per_row for text, _ in segs]
     ids = tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else []
