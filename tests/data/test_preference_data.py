@@ -2,7 +2,6 @@
 prompt tokens carry no label, batched with both sides of a pair together, and bad rows named by file and
 line with their fix; a preference objective and the data format must agree."""
 import pytest
-from transformers import AutoTokenizer
 
 from tailorlm.config import DataConfig, load_config
 from tailorlm.data import DataError, build_data, detect_format
@@ -12,22 +11,13 @@ from tailorlm.data.formats import Formatter
 from tailorlm.data.tokenize import IGNORE
 from tailorlm.errors import ConfigError
 from tailorlm.forward import batcher
-from tailorlm.models.load import set_pad_token
 
 from ..conftest import write_jsonl
+from .test_formats import dcfg, tok  # noqa: F401  (the tiny tokenizer fixture and a DataConfig maker)
 
 CHAT_PROMPT = "<|im_start|>user\nWhere is my bag?<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_tokenizer_dir):
-    t = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    set_pad_token(t)
-    return t
-
-
-def dcfg(**kw):
-    return DataConfig(train="unused.jsonl", **kw)
 
 
 def row(**kw):
